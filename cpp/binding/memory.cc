@@ -1,0 +1,135 @@
+// Storage and runtime: native buffers handed to JS as external ArrayBuffers,
+// released deterministically by `free` (detach + free) or, as a safety net, by
+// the GC finalizer; counters; threads; SIMD level; build facts.
+#include <mutex>
+#include <unordered_map>
+
+#include "../core/cpu_features.h"
+#include "../core/memory.h"
+#include "../core/thread_pool.h"
+#include "args.h"
+#include "registry.h"
+
+namespace {
+
+// Live blocks by data pointer, so `free` can release memory at once and the GC
+// finalizer (which always runs eventually) knows not to release it again.
+struct Block {
+  void* data;
+  size_t bytes;
+  bool released;
+};
+
+std::mutex g_blocks_mutex;
+std::unordered_map<void*, Block*> g_blocks;
+
+void release(Block* block) {
+  if (block->released) return;
+  block->released = true;
+  mstar::host_free(block->data, block->bytes);
+}
+
+void finalize_block(Napi::Env, void*, Block* block) {
+  std::lock_guard<std::mutex> lock(g_blocks_mutex);
+  release(block);
+  g_blocks.erase(block->data);
+  delete block;
+}
+
+}  // namespace
+
+using namespace mstar::binding;
+
+// alloc(bytes: number, zero: boolean) -> ArrayBuffer backed by native memory
+MSTAR_BINDING(alloc) {
+  Napi::Env env = info.Env();
+  int64_t bytes = arg_size(info, 0, "bytes");
+  bool zero = arg_bool(info, 1, "zero");
+  if (bytes > (int64_t{1} << 46)) throw_js(env, "ERR_OOM", "bytes: " + std::to_string(bytes) + " is too large", true);
+  if (bytes == 0) return Napi::ArrayBuffer::New(env, 0);
+  void* data = mstar::host_alloc(static_cast<size_t>(bytes), zero);
+  Block* block = new Block{data, static_cast<size_t>(bytes), false};
+  {
+    std::lock_guard<std::mutex> lock(g_blocks_mutex);
+    g_blocks[data] = block;
+  }
+  return Napi::ArrayBuffer::New(env, data, static_cast<size_t>(bytes), finalize_block, block);
+}
+
+// free(buffer: ArrayBuffer) -> returns the memory now and detaches the buffer, so
+// every JS view of it becomes empty and nothing can touch freed memory. Freeing a
+// detached buffer is a no-op: double release is harmless.
+MSTAR_BINDING(free) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) throw_js(env, "ERR_ARGUMENT", "buffer must be an ArrayBuffer");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  bool detached = false;
+  napi_is_detached_arraybuffer(env, buffer, &detached);
+  if (detached) return env.Undefined();
+  void* data = buffer.ByteLength() == 0 ? nullptr : buffer.Data();
+  {
+    std::lock_guard<std::mutex> lock(g_blocks_mutex);
+    auto it = data == nullptr ? g_blocks.end() : g_blocks.find(data);
+    if (data != nullptr && it == g_blocks.end()) {
+      throw_js(env, "ERR_ARGUMENT", "buffer was not allocated by mstar (alloc)");
+    }
+    if (it != g_blocks.end()) release(it->second);
+  }
+  if (napi_detach_arraybuffer(env, buffer) != napi_ok) {
+    throw_js(env, "ERR_INTERNAL", "buffer could not be detached");
+  }
+  return env.Undefined();
+}
+
+MSTAR_BINDING(memoryStats) {
+  Napi::Env env = info.Env();
+  mstar::MemoryStats s = mstar::memory_stats();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("bytesInUse", Napi::Number::New(env, static_cast<double>(s.bytes_in_use)));
+  out.Set("peakBytes", Napi::Number::New(env, static_cast<double>(s.peak_bytes)));
+  out.Set("liveAllocations", Napi::Number::New(env, static_cast<double>(s.live_allocations)));
+  out.Set("totalAllocations", Napi::Number::New(env, static_cast<double>(s.total_allocations)));
+  return out;
+}
+
+MSTAR_BINDING(resetPeakBytes) {
+  mstar::reset_peak_bytes();
+  return info.Env().Undefined();
+}
+
+MSTAR_BINDING(setNumThreads) {
+  int64_t n = arg_size(info, 0, "threads");
+  if (n < 1 || n > 1024) throw_js(info.Env(), "ERR_ARGUMENT", "threads must be in [1, 1024]", true);
+  mstar::set_num_threads(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+
+MSTAR_BINDING(setSimdLevel) {
+  std::string level = arg_string(info, 0, "level");
+  mstar::SimdLevel cap;
+  if (level == "portable") cap = mstar::SimdLevel::Portable;
+  else if (level == "avx2") cap = mstar::SimdLevel::Avx2;
+  else if (level == "avx512") cap = mstar::SimdLevel::Avx512;
+  else throw_js(info.Env(), "ERR_ARGUMENT", "level must be 'portable', 'avx2' or 'avx512', got '" + level + "'");
+  mstar::set_simd_level(cap);
+  return Napi::String::New(info.Env(), mstar::simd_level_name(mstar::simd_level()));
+}
+
+MSTAR_BINDING(runtimeInfo) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("threads", Napi::Number::New(env, mstar::num_threads()));
+  out.Set("simd", Napi::String::New(env, mstar::simd_level_name(mstar::simd_level())));
+  out.Set("cpuFeatures", Napi::String::New(env, mstar::cpu_feature_list()));
+#ifdef MSTAR_WITH_CUDA
+  out.Set("cudaBuilt", Napi::Boolean::New(env, true));
+#else
+  out.Set("cudaBuilt", Napi::Boolean::New(env, false));
+#endif
+#ifdef MSTAR_WITH_OPENSLIDE
+  out.Set("openslideBuilt", Napi::Boolean::New(env, true));
+#else
+  out.Set("openslideBuilt", Napi::Boolean::New(env, false));
+#endif
+  return out;
+}
