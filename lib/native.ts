@@ -225,7 +225,7 @@ export interface LoadedNative {
 let loaded: LoadedNative | undefined;
 
 /**
- * Loads the addon. Order: the CUDA build (build-cuda/) when present, a GPU answers
+ * Loads the addon. Order: MSTAR_ADDON (an explicit path, for development); the CUDA build (build-cuda/) when present, a GPU answers
  * and MSTAR_DEVICE is not 'cpu'; then the CPU addon through node-gyp-build
  * (prebuilds/<platform>-<arch>/ first, then build/Release). If every candidate
  * fails, the error lists what was tried and how to fix it.
@@ -234,6 +234,12 @@ export function loadNative(): LoadedNative {
   if (loaded) return loaded;
   const require = createRequire(import.meta.url);
   const tried: string[] = [];
+  const override = process.env.MSTAR_ADDON;
+  if (override) {
+    // Development: an explicit addon path (scripts/dev-build.sh) wins.
+    loaded = { binding: require(override) as NativeBinding, path: override, backend: 'cpu' };
+    return loaded;
+  }
   const forceCpu = (process.env.MSTAR_DEVICE ?? '').toLowerCase() === 'cpu';
   const cudaPath = join(packageRoot, 'build-cuda', 'Release', 'mstar.node');
   if (!forceCpu && existsSync(cudaPath)) {

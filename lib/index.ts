@@ -1,0 +1,40 @@
+/**
+ * mstar-node: the mSTAR pathology foundation model on a native engine.
+ *
+ * Engine: tensors in native memory (`Tensor`, `tidy`, `keep`, `noGrad`), differentiable
+ * ops (`ops`), modules (`nn`), optimizers and schedules (`optim`).
+ */
+import { loadNative, native, type MemoryStats } from './native.js';
+
+export { Tensor, Storage, tidy, keep, noGrad, isGradEnabled, numel, type Dtype, type Shape } from './tensor.js';
+export * as ops from './ops/index.js';
+export { Module, type LoadReport, type StateValue } from './nn/module.js';
+export { Linear, LayerNorm, Dropout, MultiheadAttention } from './nn/layers.js';
+export { AdamW, Adam, SGD, Optimizer, clipGradNorm, type OptimizerState } from './optim/optimizer.js';
+export { warmupCosine, LRScheduler } from './optim/schedule.js';
+export { manualSeed } from './random.js';
+export { MstarError, type ErrorCode } from './errors.js';
+export type { MemoryStats, RuntimeInfo } from './native.js';
+
+/** Native bytes in use by tensors and kernel workspaces, and the peak. */
+export function memoryStats(): MemoryStats {
+  return native().memoryStats();
+}
+
+/** Resets the peak counter of memoryStats() to the current use. */
+export function resetPeakMemory(): void {
+  native().resetPeakBytes();
+}
+
+/** Sets the number of threads the native kernels use (default: all cores, or MSTAR_NUM_THREADS). */
+export function setNumThreads(threads: number): void {
+  if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
+  native().setNumThreads(threads);
+}
+
+/** Which addon is loaded and what it uses. */
+export function backendInfo(): { backend: 'cpu' | 'cuda'; addonPath: string; threads: number; simd: string; cpuFeatures: string; cudaBuilt: boolean; openslideBuilt: boolean } {
+  const loaded = loadNative();
+  const info = loaded.binding.runtimeInfo();
+  return { backend: loaded.backend, addonPath: loaded.path, ...info };
+}
