@@ -32,7 +32,10 @@ void release(Block* block) {
 void finalize_block(Napi::Env, void*, Block* block) {
   std::lock_guard<std::mutex> lock(g_blocks_mutex);
   release(block);
-  g_blocks.erase(block->data);
+  // free() may have released this block already and a later alloc() may have
+  // reused its address: only drop the entry if it is still ours.
+  auto it = g_blocks.find(block->data);
+  if (it != g_blocks.end() && it->second == block) g_blocks.erase(it);
   delete block;
 }
 
@@ -73,7 +76,10 @@ MSTAR_BINDING(free) {
     if (data != nullptr && it == g_blocks.end()) {
       throw_js(env, "ERR_ARGUMENT", "buffer was not allocated by mstar (alloc)");
     }
-    if (it != g_blocks.end()) release(it->second);
+    if (it != g_blocks.end()) {
+      release(it->second);
+      g_blocks.erase(it);  // the Block itself is deleted by the finalizer
+    }
   }
   if (napi_detach_arraybuffer(env, buffer) != napi_ok) {
     throw_js(env, "ERR_INTERNAL", "buffer could not be detached");

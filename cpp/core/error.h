@@ -1,6 +1,7 @@
 // Engine errors. Native code never exits or aborts on input-dependent paths: it
 // throws mstar::Error, which the binding turns into a JS Error carrying `code`.
 #pragma once
+#include <sstream>
 #include <stdexcept>
 #include <string>
 

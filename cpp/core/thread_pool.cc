@@ -69,7 +69,12 @@ class ThreadPool {
   }
 
   void worker_loop(int index) {
-    uint64_t seen = 0;
+    uint64_t seen;
+    {
+      // A worker started by resize() must not replay the last finished task.
+      std::lock_guard<std::mutex> lock(mutex_);
+      seen = generation_;
+    }
     for (;;) {
       const std::function<void(int, int)>* task;
       int threads;
