@@ -1,0 +1,92 @@
+/**
+ * Whole-file reads into one buffer and atomic writes, shared by the checkpoint
+ * readers and writers.
+ *
+ * Reads: one allocation of exactly the file size (readers then hand out zero-copy
+ * views), filled in chunks so files above the 2 GiB single-read limit work; the
+ * largest file is Node's Buffer limit (4 GiB on Node 20, 8 PiB on Node 22+).
+ * Writes: chunks go to `<path>.tmp-<pid>`, which is renamed over `path` only when
+ * complete, so a crash or an error never leaves a half-written checkpoint behind
+ * (no fsync: like the safetensors reference, durability is left to the OS).
+ */
+import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
+import { FormatError } from './errors.js';
+
+const READ_CHUNK_BYTES = 1 << 30;
+
+/** The whole file as one Uint8Array (its own ArrayBuffer, byteOffset 0). */
+export function readFileBytes(path: string): Uint8Array {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    if (size > bufferConstants.MAX_LENGTH) {
+      throw new FormatError(`${path}: ${size} bytes is more than this Node version can hold in one buffer (${bufferConstants.MAX_LENGTH})`);
+    }
+    const buffer = Buffer.allocUnsafeSlow(size);
+    let filled = 0;
+    while (filled < size) {
+      const read = readSync(fd, buffer, filled, Math.min(READ_CHUNK_BYTES, size - filled), filled);
+      if (read === 0) throw new FormatError(`${path}: file shrank while being read (${filled} of ${size} bytes)`);
+      filled += read;
+    }
+    return new Uint8Array(buffer.buffer, buffer.byteOffset, size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Receives the bytes of a file being written, in order. */
+export type ByteSink = (chunk: Uint8Array) => void;
+
+/**
+ * Writes a file atomically: `produce` emits its bytes into a sink backed by
+ * `<path>.tmp-<pid>`, which is renamed to `path` once `produce` returns. On any
+ * error the temporary file is removed and the error rethrown; `path` is untouched.
+ */
+export function writeFileAtomic(path: string, produce: (sink: ByteSink) => void): void {
+  const temporaryPath = `${path}.tmp-${process.pid}`;
+  const fd = openSync(temporaryPath, 'w');
+  let closed = false;
+  try {
+    produce((chunk) => {
+      let written = 0;
+      while (written < chunk.byteLength) {
+        written += writeSync(fd, chunk, written, Math.min(READ_CHUNK_BYTES, chunk.byteLength - written));
+      }
+    });
+    closeSync(fd);
+    closed = true;
+    renameSync(temporaryPath, path);
+  } catch (error) {
+    if (!closed) closeSync(fd);
+    try {
+      unlinkSync(temporaryPath);
+    } catch {
+      // already gone
+    }
+    throw error;
+  }
+}
+
+/** Concatenates the chunks a producer emits into one Uint8Array (for in-memory writes). */
+export function collectBytes(produce: (sink: ByteSink) => void): Uint8Array {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  produce((chunk) => {
+    chunks.push(chunk);
+    total += chunk.byteLength;
+  });
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+/** `source` itself when it is bytes; the file's bytes when it is a path. */
+export function bytesOf(source: Uint8Array | string): Uint8Array {
+  return typeof source === 'string' ? readFileBytes(source) : source;
+}
