@@ -5,20 +5,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { embedCommand } from './cli/embed.js';
+import { parsePositiveInt } from './cli/parse.js';
 import { backendInfo } from './index.js';
 import { packageRoot } from './native.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
   return pkg.version;
-}
-
-/** commander parser for positive integers. */
-export function parsePositiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got '${value}'`);
-  return n;
 }
 
 function infoCommand(): Command {
@@ -85,6 +80,7 @@ export function buildProgram(): Command {
     .description('mSTAR whole-slide pathology foundation model: features, training, benchmarks')
     .version(packageVersion());
   program.addCommand(infoCommand());
+  program.addCommand(embedCommand());
   program.addCommand(benchCommand());
   return program;
 }
