@@ -26,7 +26,12 @@ class ThreadPool {
     if (n == size()) return;
     stop_workers();
     stopping_ = false;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    uint64_t current;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      current = generation_;
+    }
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, current] { worker_loop(i, current); });
   }
 
   void run(const std::function<void(int, int)>& fn, int threads) {
@@ -68,13 +73,9 @@ class ThreadPool {
     t_inside_task = false;
   }
 
-  void worker_loop(int index) {
-    uint64_t seen;
-    {
-      // A worker started by resize() must not replay the last finished task.
-      std::lock_guard<std::mutex> lock(mutex_);
-      seen = generation_;
-    }
+  // `seen` is the generation current when resize() created the worker: it must
+  // neither replay the last finished task nor miss one started before it runs.
+  void worker_loop(int index, uint64_t seen) {
     for (;;) {
       const std::function<void(int, int)>* task;
       int threads;
