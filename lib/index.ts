@@ -38,3 +38,23 @@ export function backendInfo(): { backend: 'cpu' | 'cuda'; addonPath: string; thr
   const info = loaded.binding.runtimeInfo();
   return { backend: loaded.backend, addonPath: loaded.path, ...info };
 }
+
+// The patch encoder and its pieces.
+export { loadPatchEncoder, PatchEncoder, type EmbedOptions, type EmbedResult, type LoadPatchEncoderOptions } from './encoder.js';
+export { VisionTransformer, MSTAR_VIT_L16, vitConfigFromTimm, type VitConfig, type VitOutput } from './models/vit.js';
+export { resampleAbsPosEmbed, resamplePosEmbed } from './models/pos-embed.js';
+export { loadImageRgb, mstarTransform, stackImages, IMAGENET_MEAN, IMAGENET_STD } from './preprocess/transform.js';
+export { resizePil, resizeTorchvision } from './preprocess/resize.js';
+
+// File formats.
+export { readTorchCheckpoint, readTorchFile, writeTorchCheckpoint } from './io/torch.js';
+export { readSafetensors, writeSafetensors } from './io/safetensors.js';
+export { loadStateDictFile } from './io/checkpoint.js';
+export { toFloat32, fromFloat32, type HostTensor } from './io/host-tensor.js';
+export { readClamCoords, writeClamCoords, readClamFeatures, writeClamFeatures } from './io/clam.js';
+
+// Whole slides.
+export { openSlide, availableSlideBackends, type Slide } from './io/slide.js';
+export { segmentTissue } from './wsi/segment.js';
+export { tileSlide, tileSlides } from './wsi/tile.js';
+export { renderHeatmap } from './wsi/heatmap.js';
