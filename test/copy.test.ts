@@ -5,14 +5,11 @@
  * contiguous, transposed (tiled), broadcast (stride 0) and reversed views at odd
  * sizes; thread-count independence; bad input at the boundary.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DtypeCode, native } from '../lib/native.js';
-import { expectCode, makeRng, randn } from './helpers.js';
+import { expectCode, makeRng, randn, simdLevels } from './helpers.js';
 
-const LEVELS = (['portable', 'avx2', 'avx512'] as const).filter((l) => native().setSimdLevel(l) === l);
-afterAll(() => {
-  native().setSimdLevel('avx512'); // back to the best this CPU has
-});
+const LEVELS = simdLevels();
 
 type Storage = Float32Array | Uint16Array;
 

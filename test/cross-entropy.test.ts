@@ -3,15 +3,12 @@
  * references at every SIMD level this CPU has: odd shapes, ignored rows (target −1),
  * finite differences, logits near ±1e4, −Infinity masks, and bad input at the boundary.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../lib/native.js';
-import { expectAllClose, expectCode, finiteDifferences, makeRng, randn } from './helpers.js';
+import { expectAllClose, expectCode, finiteDifferences, makeRng, randn, simdLevels } from './helpers.js';
 
 const SHAPES: Array<[number, number]> = [[0, 5], [1, 1], [3, 3], [65, 7], [3, 769], [1, 769], [65, 65]];
-const LEVELS = (['portable', 'avx2', 'avx512'] as const).filter((l) => native().setSimdLevel(l) === l);
-afterAll(() => {
-  native().setSimdLevel('avx512'); // back to the best this CPU has
-});
+const LEVELS = simdLevels();
 
 /** Targets in [0, cols), about one row in five ignored (−1). */
 function makeTargets(rows: number, cols: number, seed: number): Int32Array {

@@ -5,24 +5,11 @@
  * (rounded to float once); p = 0 and p = 1 are exact; backward is checked against the
  * analytic gradient and finite differences; bad input at the boundary.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../lib/native.js';
-import { expectAllClose, expectCode, finiteDifferences, randn } from './helpers.js';
+import { expectAllClose, expectCode, finiteDifferences, randn, simdLevels, withThreads } from './helpers.js';
 
-const LEVELS = (['portable', 'avx2', 'avx512'] as const).filter((l) => native().setSimdLevel(l) === l);
-afterAll(() => {
-  native().setSimdLevel('avx512'); // back to the best this CPU has
-});
-
-function withThreads<T>(threads: number, fn: () => T): T {
-  const saved = native().runtimeInfo().threads;
-  native().setNumThreads(threads);
-  try {
-    return fn();
-  } finally {
-    native().setNumThreads(saved);
-  }
-}
+const LEVELS = simdLevels();
 
 function dropout(x: Float32Array, p: number, seed: number) {
   const y = new Float32Array(x.length).fill(12345);

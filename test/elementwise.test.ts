@@ -5,25 +5,12 @@
  * (exact: IEEE +, −, ×, ÷ round once), affine/axpy, sumToShape (reference sums, finite
  * differences of the broadcast it inverts, thread-count independence) and bad input.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BinaryOp, native, UnaryOp } from '../lib/native.js';
-import { expectAllClose, expectCode, finiteDifferences, randn } from './helpers.js';
+import { expectAllClose, expectCode, finiteDifferences, randn, simdLevels, withThreads } from './helpers.js';
 
-const LEVELS = (['portable', 'avx2', 'avx512'] as const).filter((l) => native().setSimdLevel(l) === l);
-afterAll(() => {
-  native().setSimdLevel('avx512'); // back to the best this CPU has
-});
+const LEVELS = simdLevels();
 const SIZES = [0, 1, 3, 65, 769];
-
-function withThreads<T>(threads: number, fn: () => T): T {
-  const saved = native().runtimeInfo().threads;
-  native().setNumThreads(threads);
-  try {
-    return fn();
-  } finally {
-    native().setNumThreads(saved);
-  }
-}
 
 // ---- float64 references ----
 

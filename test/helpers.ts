@@ -3,19 +3,12 @@
  * the llm.c style (|a − r| ≤ atol + rtol·|r|, non-finite references skipped,
  * first mismatches printed) and finite differences.
  */
-import { expect } from 'vitest';
+import { afterAll, expect } from 'vitest';
+import { native } from '../lib/native.js';
+import { uniformGenerator as makeRng } from '../lib/random.js';
 
-/** Mulberry32: small, fast, deterministic. */
-export function makeRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Mulberry32: the library's own seeded uniform generator. */
+export { makeRng };
 
 /** Standard normal samples (Box–Muller) as Float32Array. */
 export function randn(n: number, seed: number, scale = 1): Float32Array {
@@ -113,4 +106,27 @@ export function expectCode(fn: () => unknown, code: string): void {
   }
   expect(thrown, `expected an error with code ${code}`).toBeInstanceOf(Error);
   expect((thrown as { code?: string }).code, (thrown as Error).message).toBe(code);
+}
+
+/**
+ * The SIMD levels this CPU supports (each kernel test runs at every one); the best
+ * level is restored after the calling file's tests.
+ */
+export function simdLevels(): ('portable' | 'avx2' | 'avx512')[] {
+  const levels = (['portable', 'avx2', 'avx512'] as const).filter((l) => native().setSimdLevel(l) === l);
+  afterAll(() => {
+    native().setSimdLevel('avx512'); // capped to the best this CPU has
+  });
+  return levels;
+}
+
+/** Runs fn with the native pool at `threads` threads, then restores the previous count. */
+export function withThreads<T>(threads: number, fn: () => T): T {
+  const saved = native().runtimeInfo().threads;
+  native().setNumThreads(threads);
+  try {
+    return fn();
+  } finally {
+    native().setNumThreads(saved);
+  }
 }

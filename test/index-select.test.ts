@@ -7,17 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/native.js';
-import { expectAllClose, expectCode, finiteDifferences, makeRng, randn } from './helpers.js';
-
-function withThreads<T>(threads: number, fn: () => T): T {
-  const saved = native().runtimeInfo().threads;
-  native().setNumThreads(threads);
-  try {
-    return fn();
-  } finally {
-    native().setNumThreads(saved);
-  }
-}
+import { expectAllClose, expectCode, finiteDifferences, makeRng, randn, withThreads } from './helpers.js';
 
 /** `count` indices in [0, dim), with repeats. */
 function makeIndices(count: number, dim: number, seed: number): Int32Array {

@@ -5,14 +5,11 @@
  * SIMD level this CPU has, and bad input at the boundary.
  */
 import { readFileSync } from 'node:fs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../lib/native.js';
-import { expectAllClose, expectCode, maxAbsDiff, randn } from './helpers.js';
+import { expectAllClose, expectCode, maxAbsDiff, randn, simdLevels } from './helpers.js';
 
-const LEVELS = (['portable', 'avx2', 'avx512'] as const).filter((l) => native().setSimdLevel(l) === l);
-afterAll(() => {
-  native().setSimdLevel('avx512'); // back to the best this CPU has
-});
+const LEVELS = simdLevels();
 
 interface AdamW {
   lr: number;

@@ -5,24 +5,11 @@
  * thread-count independence (the summation order is fixed by the shape), bad input.
  * These reductions have no native backward: autograd broadcasts the output gradient.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native, ReduceOp } from '../lib/native.js';
-import { expectAllClose, expectCode, randn } from './helpers.js';
+import { expectAllClose, expectCode, randn, simdLevels, withThreads } from './helpers.js';
 
-const LEVELS = (['portable', 'avx2', 'avx512'] as const).filter((l) => native().setSimdLevel(l) === l);
-afterAll(() => {
-  native().setSimdLevel('avx512'); // back to the best this CPU has
-});
-
-function withThreads<T>(threads: number, fn: () => T): T {
-  const saved = native().runtimeInfo().threads;
-  native().setNumThreads(threads);
-  try {
-    return fn();
-  } finally {
-    native().setNumThreads(saved);
-  }
-}
+const LEVELS = simdLevels();
 
 interface Reduced {
   out: Float32Array;

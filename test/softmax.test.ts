@@ -3,15 +3,12 @@
  * at every SIMD level this CPU has, with finite-difference checks of the gradient,
  * extreme logits, −Infinity masks and bad input at the boundary.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../lib/native.js';
-import { expectAllClose, expectCode, finiteDifferences, maxAbsDiff, randn, uniform } from './helpers.js';
+import { expectAllClose, expectCode, finiteDifferences, maxAbsDiff, randn, simdLevels, uniform } from './helpers.js';
 
 const SHAPES: Array<[number, number]> = [[0, 5], [4, 0], [1, 1], [3, 3], [1, 769], [65, 65], [3, 769], [65, 1]];
-const LEVELS = (['portable', 'avx2', 'avx512'] as const).filter((l) => native().setSimdLevel(l) === l);
-afterAll(() => {
-  native().setSimdLevel('avx512'); // back to the best this CPU has
-});
+const LEVELS = simdLevels();
 
 /** float64 softmax / log-softmax of each row. */
 function softmaxRef(x: ArrayLike<number>, rows: number, cols: number, log: boolean): Float64Array {
