@@ -1,0 +1,605 @@
+// Runs the CUDA kernels under the host emulation (emu.h) against float64 references:
+// GEMM (every transpose, float32 via 3xTF32 and TF32, bfloat16, vector and scalar load
+// paths, batches with broadcast, alpha/beta/bias/activation), unary and broadcast binary
+// ops, softmax and layer norm forward and backward, flash attention forward (masks, fused
+// qkv strides, Nk = 0), odd sizes included.
+// What it proves: the kernels' indexing, tiling, pipelining and fragment arithmetic are
+// right under the PTX semantics as emu.h states them. What it cannot: timing, real
+// memory-model races, compiler or hardware behaviour; test/cuda.test.ts on a GPU does that.
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../../../cuda/attention.cuh"
+#include "../../../cuda/common.cuh"
+#include "../../../cuda/elementwise.cuh"
+#include "../../../cuda/gemm.cuh"
+#include "../../../cuda/layernorm.cuh"
+#include "../../../cuda/softmax.cuh"
+
+namespace mstar::cuda {
+size_t emulated_live_allocations();
+}
+
+using namespace mstar::cuda;
+using mstar::ErrorCode;
+using mstar::error_code_name;
+
+namespace {
+
+int g_failures = 0;
+int g_checks = 0;
+
+uint64_t g_rng = 0x9e3779b97f4a7c15ULL;
+float uniform(float lo, float hi) {
+  g_rng ^= g_rng << 13;
+  g_rng ^= g_rng >> 7;
+  g_rng ^= g_rng << 17;
+  return lo + (hi - lo) * static_cast<float>(g_rng >> 40) / static_cast<float>(1 << 24);
+}
+
+// "Device" memory of exact size, holding either float or bfloat16 values.
+struct Buffer {
+  Dtype dtype;
+  int64_t n;
+  void* data;
+  Buffer(Dtype d, int64_t count) : dtype(d), n(count), data(device_malloc(static_cast<size_t>(count) * dtype_size(d))) {}
+  ~Buffer() { device_free(data); }
+  Buffer(const Buffer&) = delete;
+  DeviceSpan span() const { return {data, n}; }
+  float get(int64_t i) const {
+    return dtype == Dtype::BF16 ? to_float(static_cast<const bfloat16*>(data)[i]) : static_cast<const float*>(data)[i];
+  }
+  void set(int64_t i, float v) {
+    if (dtype == Dtype::BF16) static_cast<bfloat16*>(data)[i] = float_to_bfloat16(v);
+    else static_cast<float*>(data)[i] = v;
+  }
+  void fill_random(float lo = -1, float hi = 1) {
+    for (int64_t i = 0; i < n; ++i) set(i, uniform(lo, hi));
+  }
+  void fill(float v) {
+    for (int64_t i = 0; i < n; ++i) set(i, v);
+  }
+  std::vector<double> values() const {
+    std::vector<double> out(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = get(i);
+    return out;
+  }
+};
+
+// |got − want| <= atol + rtol·|want| everywhere; prints the first mismatches.
+void expect_close(const std::string& label, const Buffer& got, const std::vector<double>& want, double atol,
+                  double rtol) {
+  ++g_checks;
+  int bad = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < got.n; ++i) {
+    const double w = want[static_cast<size_t>(i)], g = got.get(i);
+    if (!std::isfinite(w)) {  // infinities must match exactly, NaN must stay NaN
+      if (std::isnan(w) ? !std::isnan(g) : g != w) {
+        if (bad < 5) std::printf("    [%lld] got %.7g want %.7g\n", static_cast<long long>(i), g, w);
+        ++bad;
+      }
+      continue;
+    }
+    const double err = std::fabs(g - w);
+    if (!(err <= atol + rtol * std::fabs(w))) {
+      if (bad < 5) std::printf("    [%lld] got %.7g want %.7g\n", static_cast<long long>(i), g, w);
+      ++bad;
+      worst = std::fmax(worst, std::isnan(err) ? INFINITY : err);
+    }
+  }
+  if (bad > 0) {
+    ++g_failures;
+    std::printf("FAIL %s: %d of %lld mismatches (worst %.3g)\n", label.c_str(), bad, static_cast<long long>(got.n),
+                worst);
+  } else {
+    std::printf("ok   %s\n", label.c_str());
+  }
+}
+
+// ---- gemm ---------------------------------------------------------------------------
+
+struct GemmCase {
+  Dtype dtype;
+  GemmMath math;
+  bool trans_a, trans_b;
+  int64_t batch, m, n, k;
+  int64_t pad_a, pad_b, pad_c;  // extra elements per row beyond the minimum leading dimension
+  bool broadcast_b;             // stride_b = 0
+  float alpha, beta;
+  bool bias;
+  Activation activation;
+};
+
+void run_gemm_case(const GemmCase& t) {
+  const int64_t a_rows = t.trans_a ? t.k : t.m, a_cols = t.trans_a ? t.m : t.k;
+  const int64_t b_rows = t.trans_b ? t.n : t.k, b_cols = t.trans_b ? t.k : t.n;
+  const int64_t lda = a_cols + t.pad_a, ldb = b_cols + t.pad_b, ldc = t.n + t.pad_c;
+  const int64_t stride_a = a_rows * lda, stride_b = t.broadcast_b ? 0 : b_rows * ldb, stride_c = t.m * ldc;
+  Buffer a(t.dtype, t.batch * stride_a), b(t.dtype, t.broadcast_b ? b_rows * ldb : t.batch * stride_b);
+  Buffer c(t.dtype, t.batch * stride_c), bias(t.dtype, t.n);
+  a.fill_random();
+  b.fill_random();
+  bias.fill_random();
+  // beta == 0 must ignore C entirely, NaN included.
+  if (t.beta == 0.0f) c.fill(NAN);
+  else c.fill_random();
+  const std::vector<double> c_old = c.values();
+
+  GemmParams p;
+  p.dtype = t.dtype;
+  p.math = t.math;
+  p.a = a.span();
+  p.b = b.span();
+  p.c = c.span();
+  if (t.bias) p.bias = bias.span();
+  p.batch = t.batch;
+  p.m = t.m;
+  p.n = t.n;
+  p.k = t.k;
+  p.trans_a = t.trans_a;
+  p.trans_b = t.trans_b;
+  p.lda = lda;
+  p.ldb = ldb;
+  p.ldc = ldc;
+  p.stride_a = stride_a;
+  p.stride_b = stride_b;
+  p.stride_c = stride_c;
+  p.alpha = t.alpha;
+  p.beta = t.beta;
+  p.activation = t.activation;
+  gemm(p);
+
+  std::vector<double> want = c_old;  // padding entries must stay as they were
+  for (int64_t bi = 0; bi < t.batch; ++bi) {
+    for (int64_t i = 0; i < t.m; ++i) {
+      for (int64_t j = 0; j < t.n; ++j) {
+        double sum = 0;
+        for (int64_t kk = 0; kk < t.k; ++kk) {
+          const double av = a.get(bi * stride_a + (t.trans_a ? kk * lda + i : i * lda + kk));
+          const double bv = b.get(bi * stride_b + (t.trans_b ? j * ldb + kk : kk * ldb + j));
+          sum += av * bv;
+        }
+        const int64_t ci = bi * stride_c + i * ldc + j;
+        double x = t.alpha * sum + (t.beta != 0.0f ? t.beta * c_old[static_cast<size_t>(ci)] : 0.0);
+        if (t.bias) x += bias.get(j);
+        if (t.activation == Activation::Relu) x = x > 0 ? x : 0;
+        if (t.activation == Activation::Gelu) x = 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+        want[static_cast<size_t>(ci)] = x;
+      }
+    }
+  }
+  // bfloat16 output rounding is 2^-9 relative; TF32 inputs carry 2^-11 relative error per
+  // product; 3xTF32 is float32-level.
+  double atol = 2e-5, rtol = 2e-5;
+  if (t.dtype == Dtype::BF16) atol = rtol = 1e-2;
+  else if (t.math == GemmMath::Tf32) atol = rtol = 5e-3;
+  char label[256];
+  std::snprintf(label, sizeof label, "gemm %s%s %c%c batch %lld %lldx%lldx%lld pads %lld/%lld/%lld%s a%.1f b%.1f%s act%d",
+                dtype_name(t.dtype), t.dtype == Dtype::F32 ? (t.math == GemmMath::Tf32 ? "/tf32" : "/3xtf32") : "",
+                t.trans_a ? 'T' : 'N', t.trans_b ? 'T' : 'N', static_cast<long long>(t.batch),
+                static_cast<long long>(t.m), static_cast<long long>(t.n), static_cast<long long>(t.k),
+                static_cast<long long>(t.pad_a), static_cast<long long>(t.pad_b), static_cast<long long>(t.pad_c),
+                t.broadcast_b ? " bcastB" : "", t.alpha, t.beta, t.bias ? " bias" : "",
+                static_cast<int>(t.activation));
+  expect_close(label, c, want, atol, rtol);
+}
+
+void test_gemm() {
+  struct Shape {
+    int64_t m, n, k;
+  };
+  // Odd sizes around the 128 tile and the 32/16-element K stage, plus aligned ones that
+  // take the 16-byte cp.async path.
+  const Shape shapes[] = {{1, 1, 1}, {3, 5, 7}, {65, 33, 40}, {130, 129, 67}, {64, 136, 96}, {200, 8, 48}};
+  const Dtype dtypes[] = {Dtype::BF16, Dtype::F32};
+  for (Dtype dtype : dtypes) {
+    for (const Shape& s : shapes) {
+      for (int layout = 0; layout < 4; ++layout) {
+        GemmCase t{dtype, GemmMath::Fp32, (layout & 1) != 0, (layout & 2) != 0, 1, s.m, s.n, s.k, 0, 0, 0,
+                   false, 1.0f, 0.0f, false, Activation::None};
+        run_gemm_case(t);
+      }
+    }
+    // Leading dimensions with padding: aligned (vector path) and odd (scalar path).
+    run_gemm_case({dtype, GemmMath::Fp32, false, true, 1, 70, 50, 64, 8, 8, 3, false, 1, 0, false, Activation::None});
+    run_gemm_case({dtype, GemmMath::Fp32, true, false, 1, 64, 72, 33, 3, 5, 0, false, 1, 0, false, Activation::None});
+    // Batches, broadcast B, alpha/beta, bias and activations.
+    run_gemm_case({dtype, GemmMath::Fp32, false, true, 3, 40, 24, 32, 0, 0, 0, true, 2.0f, 0.5f, true, Activation::Gelu});
+    run_gemm_case({dtype, GemmMath::Fp32, true, true, 2, 17, 130, 48, 0, 0, 2, false, 1.0f, 1.0f, true, Activation::Relu});
+  }
+  run_gemm_case({Dtype::F32, GemmMath::Tf32, false, false, 1, 65, 70, 100, 0, 0, 0, false, 1, 0, true, Activation::None});
+  run_gemm_case({Dtype::F32, GemmMath::Tf32, true, true, 2, 33, 20, 64, 0, 0, 0, false, 1, 0.5f, false, Activation::Gelu});
+
+  // 3xTF32 must really be float32-accurate: on values with a long mantissa a single TF32
+  // product is off by ~1e-3 relative, 3xTF32 by ~1e-6.
+  {
+    const int64_t m = 16, n = 16, k = 64;
+    Buffer a(Dtype::F32, m * k), b(Dtype::F32, k * n), c(Dtype::F32, m * n);
+    a.fill_random(1.0f, 2.0f);
+    b.fill_random(1.0f, 2.0f);
+    GemmParams p;
+    p.a = a.span();
+    p.b = b.span();
+    p.c = c.span();
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.lda = k;
+    p.ldb = n;
+    p.ldc = n;
+    gemm(p);
+    std::vector<double> want(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t kk = 0; kk < k; ++kk) s += a.get(i * k + kk) * b.get(kk * n + j);
+        want[static_cast<size_t>(i * n + j)] = s;
+      }
+    expect_close("gemm 3xTF32 accuracy on [1,2) inputs (rtol 2e-6)", c, want, 0, 2e-6);
+  }
+
+  // Arguments are checked before anything is launched.
+  auto expect_error = [](const char* label, ErrorCode code, const std::function<void()>& fn) {
+    ++g_checks;
+    try {
+      fn();
+    } catch (const mstar::Error& e) {
+      if (e.code() == code) {
+        std::printf("ok   %s (%s)\n", label, e.what());
+        return;
+      }
+      std::printf("FAIL %s: wrong code %s (%s)\n", label, error_code_name(e.code()), e.what());
+      ++g_failures;
+      return;
+    }
+    std::printf("FAIL %s: no error\n", label);
+    ++g_failures;
+  };
+  Buffer small(Dtype::F32, 10), out(Dtype::F32, 100);
+  GemmParams bad;
+  bad.a = small.span();
+  bad.b = small.span();
+  bad.c = out.span();
+  bad.m = 4;
+  bad.n = 4;
+  bad.k = 4;
+  bad.lda = 4;
+  bad.ldb = 4;
+  bad.ldc = 4;
+  expect_error("gemm rejects a too-small a", ErrorCode::Shape, [&] { gemm(bad); });
+  GemmParams overlap = bad;
+  overlap.a = out.span();
+  overlap.b = out.span();
+  expect_error("gemm rejects c overlapping a", ErrorCode::Argument, [&] { gemm(overlap); });
+  GemmParams f16 = bad;
+  f16.dtype = Dtype::F16;
+  expect_error("gemm rejects float16", ErrorCode::Unsupported, [&] { gemm(f16); });
+}
+
+// ---- elementwise ----------------------------------------------------------------------
+
+double unary_ref(UnaryOp op, double x) {
+  switch (op) {
+    case UnaryOp::Relu: return x > 0 ? x : 0;
+    case UnaryOp::Gelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case UnaryOp::Tanh: return std::tanh(x);
+    case UnaryOp::Sigmoid: return 1 / (1 + std::exp(-x));
+    case UnaryOp::Exp: return std::exp(x);
+    case UnaryOp::Log: return std::log(x);
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Sqrt: return std::sqrt(x);
+    case UnaryOp::Abs: return std::fabs(x);
+    case UnaryOp::Square: return x * x;
+  }
+  return 0;
+}
+
+void test_elementwise() {
+  const int64_t sizes[] = {1, 3, 65, 769};
+  for (Dtype dtype : {Dtype::F32, Dtype::BF16}) {
+    const double tol = dtype == Dtype::BF16 ? 1e-2 : 1e-5;
+    for (int o = 0; o < kUnaryOpCount; ++o) {
+      const auto op = static_cast<UnaryOp>(o);
+      const bool positive = op == UnaryOp::Log || op == UnaryOp::Sqrt;
+      for (int64_t n : sizes) {
+        Buffer x(dtype, n), y(dtype, n), gy(dtype, n), gx(dtype, n);
+        x.fill_random(positive ? 0.1f : -3.0f, 3.0f);
+        gy.fill_random();
+        unary_forward(op, dtype, x.span(), y.span(), n);
+        std::vector<double> want(static_cast<size_t>(n)), want_g(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) {
+          const double xv = x.get(i), h = 1e-4;
+          want[static_cast<size_t>(i)] = unary_ref(op, xv);
+          // Central difference in float64 as the derivative reference.
+          want_g[static_cast<size_t>(i)] = gy.get(i) * (unary_ref(op, xv + h) - unary_ref(op, xv - h)) / (2 * h);
+        }
+        const std::string tag = std::string(dtype_name(dtype)) + " op " + std::to_string(o) + " n " + std::to_string(n);
+        expect_close("unary_forward " + tag, y, want, tol, tol);
+        unary_backward(op, dtype, x.span(), y.span(), gy.span(), gx.span(), n);
+        // y is stored rounded (bfloat16), and ops that use y in the derivative inherit that.
+        expect_close("unary_backward " + tag, gx, want_g, dtype == Dtype::BF16 ? 3e-2 : 1e-3,
+                     dtype == Dtype::BF16 ? 3e-2 : 1e-3);
+      }
+    }
+    // Broadcast [3, 1, 5] ⊙ [1, 4, 5] -> [3, 4, 5]; and a transposed (strided) a.
+    for (int o = 0; o < kBinaryOpCount; ++o) {
+      const auto op = static_cast<BinaryOp>(o);
+      Buffer a(dtype, 15), b(dtype, 20), out(dtype, 60);
+      a.fill_random(0.5f, 2.0f);
+      b.fill_random(0.5f, 2.0f);
+      binary_forward(op, dtype, a.span(), b.span(), out.span(), {3, 4, 5}, {5, 0, 1}, {0, 5, 1});
+      std::vector<double> want(60);
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 4; ++j)
+          for (int k = 0; k < 5; ++k) {
+            const double av = a.get(i * 5 + k), bv = b.get(j * 5 + k);
+            double r = 0;
+            switch (op) {
+              case BinaryOp::Add: r = av + bv; break;
+              case BinaryOp::Sub: r = av - bv; break;
+              case BinaryOp::Mul: r = av * bv; break;
+              case BinaryOp::Div: r = av / bv; break;
+              case BinaryOp::Max: r = std::fmax(av, bv); break;
+              case BinaryOp::Min: r = std::fmin(av, bv); break;
+            }
+            want[static_cast<size_t>((i * 4 + j) * 5 + k)] = r;
+          }
+      expect_close(std::string("binary_forward broadcast ") + dtype_name(dtype) + " op " + std::to_string(o), out, want,
+                   tol, tol);
+    }
+    {
+      // out[i][j] = a[j][i] + b (scalar): a read transposed, b fully broadcast.
+      Buffer a(dtype, 7 * 9), b(dtype, 1), out(dtype, 9 * 7);
+      a.fill_random();
+      b.fill_random();
+      binary_forward(BinaryOp::Add, dtype, a.span(), b.span(), out.span(), {9, 7}, {1, 9}, {0, 0});
+      std::vector<double> want(63);
+      for (int i = 0; i < 9; ++i)
+        for (int j = 0; j < 7; ++j) want[static_cast<size_t>(i * 7 + j)] = a.get(j * 9 + i) + b.get(0);
+      expect_close(std::string("binary_forward transposed + scalar ") + dtype_name(dtype), out, want, tol, tol);
+    }
+  }
+}
+
+// ---- softmax ----------------------------------------------------------------------------
+
+void test_softmax() {
+  struct Shape {
+    int64_t rows, cols;
+  };
+  const Shape shapes[] = {{1, 1}, {3, 3}, {65, 769}, {3, 1500}, {9, 1025}};
+  for (Dtype dtype : {Dtype::F32, Dtype::BF16}) {
+    const double tol = dtype == Dtype::BF16 ? 1e-2 : 1e-5;
+    for (bool log : {false, true}) {
+      for (const Shape& s : shapes) {
+        const int64_t n = s.rows * s.cols;
+        Buffer x(dtype, n), y(dtype, n), gy(dtype, n), gx(dtype, n);
+        x.fill_random(-4, 4);
+        gy.fill_random();
+        // A masked entry in the last row (if it has more than one column).
+        if (s.cols > 1) x.set(n - 1, -INFINITY);
+        softmax_forward(dtype, x.span(), y.span(), s.rows, s.cols, log);
+        std::vector<double> want(static_cast<size_t>(n)), want_g(static_cast<size_t>(n));
+        for (int64_t r = 0; r < s.rows; ++r) {
+          double mx = -INFINITY, sum = 0;
+          for (int64_t c = 0; c < s.cols; ++c) mx = std::fmax(mx, x.get(r * s.cols + c));
+          for (int64_t c = 0; c < s.cols; ++c) sum += std::exp(x.get(r * s.cols + c) - mx);
+          double dot = 0;
+          for (int64_t c = 0; c < s.cols; ++c) {
+            const int64_t i = r * s.cols + c;
+            const double p = std::exp(x.get(i) - mx) / sum;
+            want[static_cast<size_t>(i)] = log ? x.get(i) - mx - std::log(sum) : p;
+            dot += log ? gy.get(i) : gy.get(i) * y.get(i);
+          }
+          for (int64_t c = 0; c < s.cols; ++c) {
+            const int64_t i = r * s.cols + c;
+            // Backward from the kernel's own y, so only the backward kernel is under test.
+            want_g[static_cast<size_t>(i)] =
+                log ? gy.get(i) - std::exp(y.get(i)) * dot : y.get(i) * (gy.get(i) - dot);
+          }
+        }
+        const std::string tag = std::string(dtype_name(dtype)) + (log ? " log " : " ") + std::to_string(s.rows) + "x" +
+                                std::to_string(s.cols);
+        expect_close("softmax_forward " + tag, y, want, tol, tol);
+        softmax_backward(dtype, y.span(), gy.span(), gx.span(), s.rows, s.cols, log);
+        expect_close("softmax_backward " + tag, gx, want_g, tol, tol);
+      }
+    }
+  }
+}
+
+// ---- layer norm --------------------------------------------------------------------------
+
+void test_layernorm() {
+  struct Shape {
+    int64_t rows, cols;
+  };
+  const Shape shapes[] = {{1, 1}, {3, 7}, {65, 769}, {5, 1300}, {70, 33}};
+  for (Dtype dtype : {Dtype::F32, Dtype::BF16}) {
+    const double tol = dtype == Dtype::BF16 ? 2e-2 : 1e-4;
+    for (bool affine : {true, false}) {
+      for (const Shape& s : shapes) {
+        const int64_t n = s.rows * s.cols;
+        const float eps = 1e-5f;
+        Buffer x(dtype, n), y(dtype, n), gy(dtype, n), gx(dtype, n);
+        Buffer gamma(Dtype::F32, s.cols), beta(Dtype::F32, s.cols), mean(Dtype::F32, s.rows), rstd(Dtype::F32, s.rows);
+        Buffer g_gamma(Dtype::F32, s.cols), g_beta(Dtype::F32, s.cols);
+        x.fill_random(-2, 3);
+        gy.fill_random();
+        gamma.fill_random(0.5f, 1.5f);
+        beta.fill_random();
+        g_gamma.fill(0.25f);  // += semantics
+        g_beta.fill(-0.5f);
+        const DeviceSpan no{};
+        layernorm_forward(dtype, x.span(), affine ? gamma.span() : no, affine ? beta.span() : no, y.span(), mean.span(),
+                          rstd.span(), s.rows, s.cols, eps);
+        layernorm_backward(dtype, x.span(), affine ? gamma.span() : no, mean.span(), rstd.span(), gy.span(), gx.span(),
+                           g_gamma.span(), g_beta.span(), s.rows, s.cols);
+        std::vector<double> want_y(static_cast<size_t>(n)), want_gx(static_cast<size_t>(n));
+        std::vector<double> want_mean(static_cast<size_t>(s.rows)), want_rstd(static_cast<size_t>(s.rows));
+        std::vector<double> want_gg(static_cast<size_t>(s.cols), 0.25), want_gb(static_cast<size_t>(s.cols), -0.5);
+        for (int64_t r = 0; r < s.rows; ++r) {
+          double mu = 0, var = 0;
+          for (int64_t c = 0; c < s.cols; ++c) mu += x.get(r * s.cols + c);
+          mu /= static_cast<double>(s.cols);
+          for (int64_t c = 0; c < s.cols; ++c) var += std::pow(x.get(r * s.cols + c) - mu, 2);
+          var /= static_cast<double>(s.cols);
+          const double rs = 1 / std::sqrt(var + eps);
+          want_mean[static_cast<size_t>(r)] = mu;
+          want_rstd[static_cast<size_t>(r)] = rs;
+          double sum_g = 0, sum_gx = 0;
+          for (int64_t c = 0; c < s.cols; ++c) {
+            const int64_t i = r * s.cols + c;
+            const double xhat = (x.get(i) - mu) * rs, gm = affine ? gamma.get(c) : 1.0;
+            want_y[static_cast<size_t>(i)] = xhat * gm + (affine ? beta.get(c) : 0.0);
+            sum_g += gy.get(i) * gm;
+            sum_gx += gy.get(i) * gm * xhat;
+            want_gg[static_cast<size_t>(c)] += gy.get(i) * xhat;
+            want_gb[static_cast<size_t>(c)] += gy.get(i);
+          }
+          for (int64_t c = 0; c < s.cols; ++c) {
+            const int64_t i = r * s.cols + c;
+            const double xhat = (x.get(i) - mu) * rs, gm = affine ? gamma.get(c) : 1.0;
+            want_gx[static_cast<size_t>(i)] =
+                rs * (gy.get(i) * gm - sum_g / static_cast<double>(s.cols) - xhat * sum_gx / static_cast<double>(s.cols));
+          }
+        }
+        const std::string tag = std::string(dtype_name(dtype)) + (affine ? " affine " : " plain ") +
+                                std::to_string(s.rows) + "x" + std::to_string(s.cols);
+        expect_close("layernorm_forward y " + tag, y, want_y, tol, tol);
+        expect_close("layernorm_forward mean " + tag, mean, want_mean, 1e-5, 1e-5);
+        expect_close("layernorm_forward rstd " + tag, rstd, want_rstd, 1e-4, 1e-4);
+        expect_close("layernorm_backward gx " + tag, gx, want_gx, tol * 5, tol * 5);
+        // Column sums over up to 65 rows: float32 accumulation.
+        expect_close("layernorm_backward gGamma " + tag, g_gamma, want_gg, 1e-3, 1e-3);
+        expect_close("layernorm_backward gBeta " + tag, g_beta, want_gb, 1e-3, 1e-3);
+      }
+    }
+  }
+}
+
+// ---- attention -----------------------------------------------------------------------------
+
+struct AttentionCase {
+  int64_t batch, heads, q_len, k_len, head_dim;
+  bool fused;  // q, k, v interleaved as one [B, N, 3, H, D] tensor (k_len == q_len)
+  bool mask;
+};
+
+void run_attention_case(const AttentionCase& t) {
+  const int64_t B = t.batch, H = t.heads, D = t.head_dim;
+  AttentionParams p;
+  p.dtype = Dtype::BF16;
+  p.batch = B;
+  p.heads = H;
+  p.q_len = t.q_len;
+  p.k_len = t.k_len;
+  p.head_dim = D;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // Separate tensors are [B, H, N, D]; fused ones [B, N, 3, H, D] (as timm's qkv linear).
+  std::unique_ptr<Buffer> qkv, q, k, v;
+  if (t.fused) {
+    qkv = std::make_unique<Buffer>(Dtype::BF16, B * t.q_len * 3 * H * D);
+    qkv->fill_random(-2, 2);
+    const AttentionStrides s{t.q_len * 3 * H * D, D, 3 * H * D};
+    p.q_strides = p.k_strides = p.v_strides = s;
+    p.q = {qkv->data, qkv->n};
+    p.k = {static_cast<bfloat16*>(qkv->data) + H * D, qkv->n - H * D};
+    p.v = {static_cast<bfloat16*>(qkv->data) + 2 * H * D, qkv->n - 2 * H * D};
+  } else {
+    q = std::make_unique<Buffer>(Dtype::BF16, B * H * t.q_len * D);
+    k = std::make_unique<Buffer>(Dtype::BF16, B * H * t.k_len * D);
+    v = std::make_unique<Buffer>(Dtype::BF16, B * H * t.k_len * D);
+    q->fill_random(-2, 2);
+    k->fill_random(-2, 2);
+    v->fill_random(-2, 2);
+    p.q_strides = {H * t.q_len * D, t.q_len * D, D};
+    p.k_strides = p.v_strides = {H * t.k_len * D, t.k_len * D, D};
+    p.q = q->span();
+    p.k = k->span();
+    p.v = v->span();
+  }
+  Buffer out(Dtype::BF16, B * H * t.q_len * D), lse(Dtype::F32, B * H * t.q_len);
+  out.fill(NAN);
+  p.out = out.span();
+  p.out_strides = {H * t.q_len * D, t.q_len * D, D};
+  p.lse = lse.span();
+  std::vector<uint8_t> mask_host(static_cast<size_t>(B * t.k_len), 1);
+  void* mask_dev = device_malloc(mask_host.size());
+  if (t.mask) {
+    for (int64_t j = 0; j < t.k_len; ++j) mask_host[static_cast<size_t>(j)] = j % 3 != 1;  // batch 0: some keys
+    for (int64_t j = 0; j < t.k_len && B > 1; ++j) mask_host[static_cast<size_t>(t.k_len + j)] = 0;  // batch 1: none
+    std::memcpy(mask_dev, mask_host.data(), mask_host.size());
+    p.key_mask = {mask_dev, static_cast<int64_t>(mask_host.size())};
+  }
+  attention_forward(p);
+
+  auto at = [&](const DeviceSpan& span, const AttentionStrides& s, int64_t b, int64_t h, int64_t n, int64_t d) {
+    return static_cast<double>(to_float(static_cast<const bfloat16*>(span.data)[b * s.batch + h * s.head + n * s.row + d]));
+  };
+  std::vector<double> want(static_cast<size_t>(out.n)), want_lse(static_cast<size_t>(lse.n));
+  std::vector<double> scores(static_cast<size_t>(t.k_len));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < t.q_len; ++i) {
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < t.k_len; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += at(p.q, p.q_strides, b, h, i, d) * at(p.k, p.k_strides, b, h, j, d);
+          const bool attend = !t.mask || mask_host[static_cast<size_t>(b * t.k_len + j)];
+          scores[static_cast<size_t>(j)] = attend ? dot * p.scale : -INFINITY;
+          mx = std::fmax(mx, scores[static_cast<size_t>(j)]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < t.k_len; ++j) sum += mx == -INFINITY ? 0 : std::exp(scores[static_cast<size_t>(j)] - mx);
+        const int64_t row = (b * H + h) * t.q_len + i;
+        want_lse[static_cast<size_t>(row)] = sum > 0 ? mx + std::log(sum) : -INFINITY;
+        for (int64_t d = 0; d < D; ++d) {
+          double acc = 0;
+          for (int64_t j = 0; j < t.k_len && sum > 0; ++j) {
+            acc += std::exp(scores[static_cast<size_t>(j)] - mx) / sum * at(p.v, p.v_strides, b, h, j, d);
+          }
+          want[static_cast<size_t>(row * D + d)] = acc;
+        }
+      }
+  char label[160];
+  std::snprintf(label, sizeof label, "attention bf16 B%lld H%lld Nq%lld Nk%lld D%lld%s%s", static_cast<long long>(B),
+                static_cast<long long>(H), static_cast<long long>(t.q_len), static_cast<long long>(t.k_len),
+                static_cast<long long>(D), t.fused ? " fused-qkv" : "", t.mask ? " mask" : "");
+  // P is rounded to bfloat16 before P·V, and out is stored in bfloat16.
+  expect_close(std::string(label) + " out", out, want, 2e-2, 2e-2);
+  expect_close(std::string(label) + " lse", lse, want_lse, 1e-3, 1e-3);
+  device_free(mask_dev);
+}
+
+void test_attention() {
+  const AttentionCase cases[] = {
+      {1, 1, 1, 1, 64, false, false},   {2, 2, 65, 3, 64, false, true},   {1, 2, 3, 197, 128, false, false},
+      {2, 1, 130, 65, 128, false, true}, {2, 2, 70, 70, 64, true, false}, {1, 1, 20, 129, 64, false, true},
+      {1, 1, 5, 0, 64, false, false},
+  };
+  for (const AttentionCase& c : cases) run_attention_case(c);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";
+  auto want = [&](const char* name) { return only.empty() || only == name; };
+  if (want("gemm")) test_gemm();
+  if (want("elementwise")) test_elementwise();
+  if (want("softmax")) test_softmax();
+  if (want("layernorm")) test_layernorm();
+  if (want("attention")) test_attention();
+  if (emulated_live_allocations() != 0) {
+    std::printf("FAIL %zu emulated device allocations leaked\n", emulated_live_allocations());
+    ++g_failures;
+  }
+  std::printf("%d checks, %d failed\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
