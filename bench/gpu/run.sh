@@ -4,7 +4,8 @@
 # benchmarks against PyTorch, then prints a summary. Meant to finish in under 8 minutes.
 #
 #   bench/gpu/run.sh            # everything
-#   SKIP_BUILD=1 bench/gpu/run.sh   # reuse build-cuda/Release/mstar.node
+#   SKIP_BUILD=1 bench/gpu/run.sh   # reuse build-cuda/Release/mstar.node (e.g. built on a
+#                                   # machine without a GPU and carried over: saves ~3-5 min)
 #
 # Every step has its own time limit and log (in $OUT, default bench/out/gpu), and a failed
 # step does not stop the later ones, so one run says as much as it can. Exit status: 0 when
@@ -14,6 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/out/gpu}
 mkdir -p "$OUT"
+export NO_COLOR=1  # plain logs
 started=$(date +%s)
 summary=()
 failed=0
@@ -45,6 +47,12 @@ nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv
 echo "node $(node --version 2>&1); $(nvcc --version 2>&1 | tail -n 1); $(cmake --version 2>&1 | head -n 1)"
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
 
+# The device machine may have no network: a node_modules tarball made on the build machine
+# (tar czf node_modules.tgz node_modules) is unpacked first when present.
+tarball=${NODE_MODULES_TARBALL:-node_modules.tgz}
+if [ ! -x node_modules/.bin/vitest ] && [ -f "$tarball" ]; then
+  step unpack 120 tar xzf "$tarball"
+fi
 if [ ! -x node_modules/.bin/vitest ] || [ ! -e node_modules/cmake-js ]; then
   step deps 180 npm ci --no-audit --no-fund --ignore-scripts
 else

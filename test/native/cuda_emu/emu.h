@@ -3,7 +3,8 @@
 // before a kernel file compiled as C++ with MSTAR_CUDA_EMULATION, and stands in for
 // cuda/ptx.cuh: same names, same semantics.
 //
-// Model: every CUDA thread is an OS thread; the blocks of a grid run one after another.
+// Model: every CUDA thread of a block is an OS thread; the blocks of a grid run one after
+// another on the same threads.
 // __shared__ variables become function statics (one copy per block, since blocks are
 // sequential); dynamic shared memory is a fresh buffer per block, filled with 0xff bytes
 // (NaN as float or bfloat16) so reading shared memory before writing it shows in the
@@ -124,34 +125,41 @@ inline void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::functi
   if (threads <= 0 || threads > 1024) die("block size out of range");
   if (threads % kWarpSize != 0) die("block size is not a multiple of 32 (not needed by our kernels)");
   if (grid.y > 65535 || grid.z > 65535) die("grid.y / grid.z above 65535");
-  for (unsigned bz = 0; bz < grid.z; ++bz) {
-    for (unsigned by = 0; by < grid.y; ++by) {
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        Block b;
-        b.grid_dim = grid;
-        b.block_dim = block;
-        b.block_idx = dim3(bx, by, bz);
-        b.barrier = std::make_unique<Barrier>(threads);
-        for (int w = 0; w < threads / kWarpSize; ++w) b.warps.push_back(std::make_unique<Warp>(kWarpSize));
-        b.dynamic_smem.assign(smem_bytes, 0xff);
-        std::vector<std::thread> pool;
-        pool.reserve(threads);
-        for (int i = 0; i < threads; ++i) {
-          pool.emplace_back([&, i] {
-            Thread& t = self();
-            t = Thread{};
-            t.linear = i;
-            t.thread_idx.x = i % block.x;
-            t.thread_idx.y = (i / block.x) % block.y;
-            t.thread_idx.z = i / (block.x * block.y);
-            t.block = &b;
-            body();
-          });
+  const uint64_t blocks = uint64_t{grid.x} * grid.y * grid.z;
+  Block b;
+  b.grid_dim = grid;
+  b.block_dim = block;
+  b.barrier = std::make_unique<Barrier>(threads);
+  for (int w = 0; w < threads / kWarpSize; ++w) b.warps.push_back(std::make_unique<Warp>(kWarpSize));
+  // One set of threads runs the blocks one after another (creating threads per block
+  // would dominate the run time); thread 0 sets each block up between two barriers.
+  Barrier between_blocks(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (int i = 0; i < threads; ++i) {
+    pool.emplace_back([&, i] {
+      Thread& t = self();
+      t = Thread{};
+      t.linear = i;
+      t.thread_idx.x = i % block.x;
+      t.thread_idx.y = (i / block.x) % block.y;
+      t.thread_idx.z = i / (block.x * block.y);
+      t.block = &b;
+      for (uint64_t id = 0; id < blocks; ++id) {
+        if (i == 0) {
+          b.block_idx = dim3(static_cast<unsigned>(id % grid.x), static_cast<unsigned>(id / grid.x % grid.y),
+                             static_cast<unsigned>(id / (uint64_t{grid.x} * grid.y)));
+          b.dynamic_smem.assign(smem_bytes, 0xff);
         }
-        for (auto& th : pool) th.join();
+        between_blocks.arrive_and_wait();
+        t.open_group.clear();
+        t.committed.clear();
+        body();
+        between_blocks.arrive_and_wait();  // all done before thread 0 resets the block
       }
-    }
+    });
   }
+  for (auto& th : pool) th.join();
 }
 
 }  // namespace emu
