@@ -3,7 +3,7 @@
  * `Normalize(ToTensor(Resize(224)(img)))` equal to real torchvision 0.28 byte for byte (sha256 of the float32
  * output), on the real H&E patch and on its 256×256 crop fed at native size.
  *
- * The shared reference tensors `patch.input` / `crop_256.input` (../shared/fixtures/vit-tiny) were computed in
+ * The shared reference tensors `patch.input` / `crop_256.input` (copied into test/fixtures/vit-tiny) were computed in
  * float64 and rounded once; torchvision computes in float32, so they differ by ≤ 1 ulp (4.8e-7). We match
  * torchvision exactly and the shared tensors within 1e-6 (on the recorded samples).
  */
