@@ -13,9 +13,20 @@ const available = readdirSync(here)
   .map((f) => f.slice(0, -3))
   .sort();
 
+// Names select benchmarks; flags (`--threads 2` or `--threads=2`) go to each of them.
 const args = process.argv.slice(2);
-const names = args.filter((a) => !a.startsWith('-'));
-const flags = args.filter((a) => a.startsWith('-'));
+const names: string[] = [];
+const flags: string[] = [];
+for (let i = 0; i < args.length; i++) {
+  const a = args[i];
+  if (!a.startsWith('-')) {
+    names.push(a);
+    continue;
+  }
+  flags.push(a);
+  const next = args[i + 1];
+  if (!a.includes('=') && next !== undefined && !next.startsWith('-') && !available.includes(next)) flags.push(args[++i]);
+}
 const selected = names.length > 0 ? names : available;
 const unknown = selected.filter((n) => !available.includes(n));
 if (unknown.length > 0) {

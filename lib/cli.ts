@@ -7,7 +7,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { embedCommand } from './cli/embed.js';
+import { predictMilCommand, trainMilCommand } from './cli/mil.js';
 import { parsePositiveInt } from './cli/parse.js';
+import { extractCommand, heatmapCommand, tileCommand } from './cli/wsi.js';
 import { backendInfo } from './index.js';
 import { packageRoot } from './native.js';
 
@@ -48,8 +50,9 @@ function infoCommand(): Command {
 
 async function listSlideBackends(): Promise<string[]> {
   try {
-    const slide = (await import('./io/slide.js')) as { availableSlideBackends?: () => string[] };
-    return slide.availableSlideBackends ? slide.availableSlideBackends() : [];
+    await import('./io/slide-openslide.js'); // registers the OpenSlide backend
+    const { availableSlideBackends } = await import('./io/slide.js');
+    return availableSlideBackends();
   } catch {
     return [];
   }
@@ -81,6 +84,11 @@ export function buildProgram(): Command {
     .version(packageVersion());
   program.addCommand(infoCommand());
   program.addCommand(embedCommand());
+  program.addCommand(tileCommand());
+  program.addCommand(extractCommand());
+  program.addCommand(heatmapCommand());
+  program.addCommand(trainMilCommand());
+  program.addCommand(predictMilCommand());
   program.addCommand(benchCommand());
   return program;
 }

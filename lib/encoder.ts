@@ -7,9 +7,11 @@
 import { readFileSync } from 'node:fs';
 import { checkPositiveInteger, invalidArgument, MstarError, rangeError } from './errors.js';
 import { loadStateDictFile } from './io/checkpoint.js';
+import { releaseFileBytes } from './io/files.js';
 import { toFloat32 } from './io/host-tensor.js';
 import { MSTAR_VIT_L16, VisionTransformer, vitConfigFromTimm, type VitConfig } from './models/vit.js';
 import { loadImageRgb, mstarTransform, type ImageTensor } from './preprocess/transform.js';
+import { withoutInit } from './random.js';
 import { noGrad, Tensor, tidy } from './tensor.js';
 
 export interface LoadPatchEncoderOptions {
@@ -142,7 +144,7 @@ export async function loadPatchEncoder(weightsPath: string, options: LoadPatchEn
   }
   const config = resolveConfig(options.config);
   const weights = loadStateDictFile(weightsPath);
-  const model = new VisionTransformer(config);
+  const model = withoutInit(() => new VisionTransformer(config));
   try {
     const values = new Map<string, { shape: readonly number[]; values: Float32Array }>();
     for (const [name, t] of weights) values.set(name, { shape: t.shape, values: toFloat32(t) });
@@ -150,6 +152,8 @@ export async function loadPatchEncoder(weightsPath: string, options: LoadPatchEn
   } catch (error) {
     model.dispose();
     throw error;
+  } finally {
+    releaseFileBytes(weights.values());
   }
   return new PatchEncoder(model);
 }

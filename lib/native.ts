@@ -22,6 +22,8 @@ export interface MemoryStats {
   peakBytes: number;
   liveAllocations: number;
   totalAllocations: number;
+  /** Freed large blocks (≥ 4 MiB) kept mapped for reuse; not part of bytesInUse. */
+  cachedBytes: number;
 }
 
 export interface RuntimeInfo {
@@ -82,8 +84,16 @@ export interface NativeBinding {
   alloc(bytes: number, zero: boolean): ArrayBuffer;
   /** Releases the memory now and detaches the buffer (idempotent). */
   free(buffer: ArrayBuffer): void;
+  /**
+   * The whole file as a private copy-on-write mapping (pages from the page cache, no
+   * copy); release with `free`. Throws ERR_NOT_FOUND / ERR_IO. The file must not
+   * shrink while mapped.
+   */
+  mapFile(path: string): ArrayBuffer;
   memoryStats(): MemoryStats;
   resetPeakBytes(): void;
+  /** Caps the large-block cache (bytes; 0 empties it); returns the previous cap. */
+  setHostCacheLimit(bytes: number): number;
   setNumThreads(threads: number): void;
   /** Caps the SIMD level (tests); returns the level in force. */
   setSimdLevel(level: 'portable' | 'avx2' | 'avx512'): string;
@@ -209,6 +219,83 @@ export interface NativeBinding {
   /** SGD with momentum as torch.optim.SGD (dampening, nesterov, weight decay); `first` initializes the buffer. */
   sgdStep(param: F32, grad: F32, momentumBuffer: F32 | null, n: number, lr: number, momentum: number,
     dampening: number, weightDecay: number, nesterov: boolean, first: boolean): void;
+
+  // ---- OpenSlide (cpp/binding/openslide.cc over cpp/ops/openslide_reader.cc) ----
+  // Every function exists in every build; without libopenslide at build time
+  // (`runtimeInfo().openslideBuilt === false`) all but `openslideVersion` and
+  // `openslideArgbToRgb` throw ERR_UNSUPPORTED.
+  /** `openslide_get_version()`, or null when built without OpenSlide. */
+  openslideVersion(): string | null;
+  /** `openslide_detect_vendor(path)`: the vendor name, or null when OpenSlide does not recognize the file. */
+  openslideDetectVendor(path: string): string | null;
+  /** Opens a slide and returns its handle. Throws ERR_FORMAT with OpenSlide's reason. */
+  openslideOpen(path: string): number;
+  /** Releases a handle (an in-flight read finishes first); false when it was not open. */
+  openslideClose(handle: number): boolean;
+  /** Geometry and properties; every libopenslide call is error-checked. */
+  openslideInfo(handle: number): OpenSlideNativeInfo;
+  /**
+   * `openslide_read_region` on the libuv thread pool, converted to RGB [h, w, 3] into
+   * `out` (≥ w·h·3 bytes; do not transfer or detach it before the promise settles):
+   * premultiplied ARGB un-premultiplied as openslide-python does, transparent pixels
+   * (alpha 0) set to `background`. (x, y) level-0, (w, h) pixels of `level`.
+   * Rejects with ERR_RANGE (level, size), ERR_FORMAT (OpenSlide read error; the handle
+   * stays in error), ERR_ARGUMENT (closed handle).
+   */
+  openslideReadRegion(
+    handle: number, x: number, y: number, level: number, w: number, h: number,
+    out: Uint8Array, background: readonly [number, number, number],
+  ): Promise<void>;
+  /** The pixel conversion alone: premultiplied ARGB [n] → RGB [n, 3] (always built). */
+  openslideArgbToRgb(argb: Uint32Array, rgb: Uint8Array, background: readonly [number, number, number]): void;
+
+
+  // ---- MIL: fused attention pooling (cpp/ops/bag_pool.cc) ----
+  /**
+   * Ragged bags: instances [T] delimited by offsets [B + 1]; mask [T] (1 = valid) or null.
+   * attn [T, K] = softmax over each bag's valid rows of scores [T, K];
+   * pooled [B, K, L] = Σ_t attn[t, k] · h[t, :] (h rows `hStride` apart).
+   */
+  bagPoolForward(scores: F32, h: F32, offsets: Int32Array, mask: Uint8Array | null, attn: F32, pooled: F32,
+    bags: number, total: number, heads: number, dim: number, hStride: number): void;
+  /**
+   * gradH [T, L] = Σ_k attn · gradPooled[b, k]; gradScores [T, K] = attn · (h·g − pooled·g).
+   * Either output may be null. attn and pooled are the forward's outputs.
+   */
+  bagPoolBackward(h: F32, offsets: Int32Array, mask: Uint8Array | null, attn: F32, pooled: F32, gradPooled: F32,
+    gradH: F32 | null, gradScores: F32 | null, bags: number, total: number, heads: number, dim: number, hStride: number): void;
+
+  // ---- depthwise 2-D convolution, channels-last, same padding (cpp/ops/dwconv2d.cc) ----
+  /**
+   * dims = [B, H, W, C, kh, kw] (odd kernels). Each buffer is (data, row0, rows, stride): it holds
+   * image rows [row0, row0 + rows), pixels `stride` elements apart. Computes output rows
+   * [rowBegin, rowEnd): y = bias + Σ w[c, i, j] · x[r + i − kh/2, x + j − kw/2, c]. weight [C, kh, kw].
+   */
+  dwconv2dForward(x: F32, xRow0: number, xRows: number, xStride: number, weight: F32, bias: F32 | null,
+    y: F32, yRow0: number, yRows: number, yStride: number, dims: number[], rowBegin: number, rowEnd: number): void;
+  /** gx rows [rowBegin, rowEnd) of the input gradient (written). */
+  dwconv2dBackwardInput(gy: F32, gyRow0: number, gyRows: number, gyStride: number, weight: F32,
+    gx: F32, gxRow0: number, gxRows: number, gxStride: number, dims: number[], rowBegin: number, rowEnd: number): void;
+  /** gWeight [C, kh, kw] += and gBias [C] += over output rows [rowBegin, rowEnd); either may be null. */
+  dwconv2dBackwardWeight(x: F32, xRow0: number, xRows: number, xStride: number, gy: F32, gyRow0: number, gyRows: number,
+    gyStride: number, gWeight: F32 | null, gBias: F32 | null, dims: number[], rowBegin: number, rowEnd: number): void;
+
+  // ---- Nyström landmarks (cpp/ops/nystrom.cc) ----
+  /** out[r / group, c] += Σ x[(r − rowBegin)·xStride + c] over rows r in [rowBegin, rowEnd), c < cols. */
+  groupRowSum(x: F32, xStride: number, rowBegin: number, rowEnd: number, cols: number, group: number, out: F32): void;
+  /** out[(r − rowBegin)·outStride + c] (+)= alpha · g[r / group, c] for r in [rowBegin, rowEnd). */
+  groupRowBroadcast(g: F32, rowBegin: number, rowEnd: number, cols: number, group: number, alpha: number,
+    out: F32, outStride: number, accumulate: boolean): void;
+}
+
+/** What `openslideInfo` returns. */
+export interface OpenSlideNativeInfo {
+  /** [L] of [width, height], level 0 first. */
+  levelDimensions: [number, number][];
+  /** [L] downsample of each level relative to level 0. */
+  levelDownsamples: number[];
+  /** Every OpenSlide property (`openslide.*`, `tiff.*`, vendor keys). */
+  properties: Record<string, string>;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -23,7 +23,8 @@ export interface ProgressOptions {
   plain?: boolean;
 }
 
-function formatSeconds(s: number): string {
+/** Seconds as `42s`, `3m05s` or `2h10m` (`?` when not finite). */
+export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(0)}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m${Math.round(s % 60).toString().padStart(2, '0')}s`;

@@ -22,6 +22,27 @@ export function nextSeed(): number {
   return Number(z >> 32n);
 }
 
+let initSkipDepth = 0;
+
+/**
+ * Runs `build` with parameter initialization skipped: layers start at zero instead of
+ * drawing random values (and consume no seeds). For weights that are loaded right
+ * after, like torch's `skip_init`; building ViT-L this way takes milliseconds, not seconds.
+ */
+export function withoutInit<T>(build: () => T): T {
+  initSkipDepth++;
+  try {
+    return build();
+  } finally {
+    initSkipDepth--;
+  }
+}
+
+/** True inside `withoutInit`. */
+export function initSkipped(): boolean {
+  return initSkipDepth > 0;
+}
+
 /** A seeded uniform [0, 1) generator (Mulberry32) for host-side sampling. */
 export function uniformGenerator(seed: number): () => number {
   let a = seed >>> 0;

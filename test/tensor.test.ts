@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { keep, memoryStats, ops, Tensor, tidy } from '../lib/index.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { keep, Linear, memoryStats, ops, releaseCachedMemory, setHostCacheLimit, Tensor, tidy, withoutInit } from '../lib/index.js';
+import { readFileBytes, releaseFileBytes } from '../lib/io/files.js';
 import { native } from '../lib/native.js';
 import { expectAllClose, expectCode, randn } from './helpers.js';
 
@@ -156,5 +160,88 @@ describe('deterministic memory', () => {
       expect(t.size).toBe(16);
     }
     expect(memoryStats().bytesInUse).toBe(before);
+  });
+});
+
+describe('large blocks and mapped files', () => {
+  it('freed large blocks are cached up to the limit and handed out again, zeroed on request', () => {
+    releaseCachedMemory();
+    const previous = setHostCacheLimit(64 * 2 ** 20);
+    try {
+      const before = memoryStats();
+      expect(before.cachedBytes).toBe(0);
+      const a = Tensor.empty([3 * 2 ** 20]); // 12 MiB: a large block
+      a.data().fill(7);
+      a.dispose();
+      expect(memoryStats().cachedBytes).toBe(12 * 2 ** 20);
+      expect(memoryStats().bytesInUse).toBe(before.bytesInUse);
+      const b = Tensor.zeros([3 * 2 ** 20 - 100]); // same 2 MiB-rounded size: reuses the block
+      expect(memoryStats().cachedBytes).toBe(0);
+      expect(b.data().every((v) => v === 0)).toBe(true);
+      b.dispose();
+      const big = Tensor.empty([20 * 2 ** 20]); // 80 MiB > limit: unmapped on dispose, never cached
+      big.dispose();
+      expect(memoryStats().cachedBytes).toBe(12 * 2 ** 20);
+      expect(Tensor.empty([2 ** 20]).dispose()).toBeUndefined(); // 4 MiB is not "nearly" 12 MiB: fresh
+      expect(memoryStats().cachedBytes).toBe(16 * 2 ** 20);
+      setHostCacheLimit(5 * 2 ** 20); // trims the largest first
+      expect(memoryStats().cachedBytes).toBe(4 * 2 ** 20);
+      releaseCachedMemory();
+      expect(memoryStats().cachedBytes).toBe(0);
+    } finally {
+      setHostCacheLimit(previous);
+    }
+    expect(() => setHostCacheLimit(-1)).toThrow(RangeError);
+  });
+
+  it('mapFile maps the whole file copy-on-write; free unmaps and detaches', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mstar-map-'));
+    try {
+      const path = join(dir, 'bytes.bin');
+      const content = new Uint8Array(100_003).map((_, i) => (i * 31) & 255);
+      writeFileSync(path, content);
+      const mapped = native().mapFile(path);
+      const view = new Uint8Array(mapped);
+      expect(view).toEqual(content);
+      view[0] = 99; // private: the file stays as it was
+      expect(readFileBytes(path)[0]).toBe(0);
+      native().free(mapped);
+      expect(view.length).toBe(0);
+      expectCode(() => native().mapFile(join(dir, 'missing.bin')), 'ERR_NOT_FOUND');
+      expectCode(() => native().mapFile(dir), 'ERR_IO');
+      writeFileSync(join(dir, 'empty.bin'), new Uint8Array(0));
+      expectCode(() => native().mapFile(join(dir, 'empty.bin')), 'ERR_IO');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('readFileBytes maps large files and releaseFileBytes unmaps them', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mstar-map-'));
+    try {
+      const path = join(dir, 'large.bin');
+      const content = new Uint8Array(65 * 2 ** 20);
+      content[12345] = 7;
+      content[content.length - 1] = 9;
+      writeFileSync(path, content);
+      const bytes = readFileBytes(path);
+      expect(bytes.length).toBe(content.length);
+      expect(bytes[12345]).toBe(7);
+      expect(bytes[content.length - 1]).toBe(9);
+      releaseFileBytes([{ dtype: 'uint8', shape: [bytes.length], data: bytes }]);
+      expect(bytes.length).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('withoutInit builds layers at zero without consuming seeds', () => {
+    const layer = withoutInit(() => new Linear(4, 3));
+    expect(layer.weight.toFloat32Array().every((v) => v === 0)).toBe(true);
+    expect(layer.bias!.toFloat32Array().every((v) => v === 0)).toBe(true);
+    const random = new Linear(4, 3);
+    expect(random.weight.toFloat32Array().some((v) => v !== 0)).toBe(true);
+    layer.dispose();
+    random.dispose();
   });
 });

@@ -4,7 +4,7 @@
  * as a hand-laid TIFF (uncompressed, tiled or stripped pages, optional SubIFDs and
  * ImageDescription) shaped like an Aperio SVS.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -226,4 +226,28 @@ export function writeTiff(path: string, pages: TiffPage[]): void {
 /** An Aperio ImageDescription as Aperio ScanScope writes it (fields separated by '|'). */
 export function aperioDescription(width: number, height: number, mpp: number, appMag: number): string {
   return `Aperio Image Library v12.0.15 \r\n${width}x${height} [0,0 ${width}x${height}] (256x256) RAW|AppMag = ${appMag}|StripeWidth = 2040|ScanScope ID = SS1234|MPP = ${mpp.toFixed(4)}|Left = 25.0|Top = 18.5`;
+}
+
+/**
+ * Damages a classic little-endian TIFF written by `writeTiff` so that it still opens
+ * but the last `fraction` of page 0's tiles cannot be read: their TileOffsets (324) are
+ * pointed past the end of the file. Returns how many tiles were damaged.
+ */
+export function corruptLastTiles(path: string, fraction = 0.5): number {
+  const bytes = new Uint8Array(readFileSync(path));
+  const view = new DataView(bytes.buffer);
+  if (view.getUint16(0, true) !== 0x4949 || view.getUint16(2, true) !== 42) throw new Error(`${path}: not a classic little-endian TIFF`);
+  const ifd = view.getUint32(4, true);
+  const entries = view.getUint16(ifd, true);
+  for (let i = 0; i < entries; i++) {
+    const at = ifd + 2 + 12 * i;
+    if (view.getUint16(at, true) !== 324) continue;
+    const count = view.getUint32(at + 4, true);
+    const values = count > 1 ? view.getUint32(at + 8, true) : at + 8;
+    const damaged = Math.max(1, Math.floor(count * fraction));
+    for (let k = count - damaged; k < count; k++) view.setUint32(values + 4 * k, bytes.length + 1_000_000 + k, true);
+    writeFileSync(path, bytes);
+    return damaged;
+  }
+  throw new Error(`${path}: page 0 has no TileOffsets`);
 }

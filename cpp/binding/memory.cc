@@ -1,6 +1,13 @@
 // Storage and runtime: native buffers handed to JS as external ArrayBuffers,
 // released deterministically by `free` (detach + free) or, as a safety net, by
 // the GC finalizer; counters; threads; SIMD level; build facts.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -18,6 +25,7 @@ struct Block {
   void* data;
   size_t bytes;
   bool released;
+  bool file_mapping;  // from mapFile: munmap, not host_free
 };
 
 std::mutex g_blocks_mutex;
@@ -26,7 +34,8 @@ std::unordered_map<void*, Block*> g_blocks;
 void release(Block* block) {
   if (block->released) return;
   block->released = true;
-  mstar::host_free(block->data, block->bytes);
+  if (block->file_mapping) munmap(block->data, block->bytes);
+  else mstar::host_free(block->data, block->bytes);
 }
 
 void finalize_block(Napi::Env, void*, Block* block) {
@@ -37,6 +46,16 @@ void finalize_block(Napi::Env, void*, Block* block) {
   auto it = g_blocks.find(block->data);
   if (it != g_blocks.end() && it->second == block) g_blocks.erase(it);
   delete block;
+}
+
+// Hands `data` to JS as an external ArrayBuffer, tracked so free() can release it.
+Napi::ArrayBuffer track_block(Napi::Env env, void* data, size_t bytes, bool file_mapping) {
+  Block* block = new Block{data, bytes, false, file_mapping};
+  {
+    std::lock_guard<std::mutex> lock(g_blocks_mutex);
+    g_blocks[data] = block;
+  }
+  return Napi::ArrayBuffer::New(env, data, bytes, finalize_block, block);
 }
 
 }  // namespace
@@ -51,12 +70,40 @@ MSTAR_BINDING(alloc) {
   if (bytes > (int64_t{1} << 46)) throw_js(env, "ERR_OOM", "bytes: " + std::to_string(bytes) + " is too large", true);
   if (bytes == 0) return Napi::ArrayBuffer::New(env, 0);
   void* data = mstar::host_alloc(static_cast<size_t>(bytes), zero);
-  Block* block = new Block{data, static_cast<size_t>(bytes), false};
-  {
-    std::lock_guard<std::mutex> lock(g_blocks_mutex);
-    g_blocks[data] = block;
+  return track_block(env, data, static_cast<size_t>(bytes), false);
+}
+
+// mapFile(path: string) -> ArrayBuffer over a private (copy-on-write) mapping of the
+// whole file, populated up front: the file's pages come straight from the page cache,
+// with no fresh memory to fault in and no copy. Released by free() or the GC.
+// The file must not shrink while mapped (reading past its new end raises SIGBUS).
+MSTAR_BINDING(mapFile) {
+  Napi::Env env = info.Env();
+  std::string path = arg_string(info, 0, "path");
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int error = errno;
+    throw_js(env, error == ENOENT ? "ERR_NOT_FOUND" : "ERR_IO", path + ": " + std::strerror(error));
   }
-  return Napi::ArrayBuffer::New(env, data, static_cast<size_t>(bytes), finalize_block, block);
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+    int error = errno;
+    close(fd);
+    throw_js(env, "ERR_IO", path + ": " + (S_ISREG(st.st_mode) ? (st.st_size <= 0 ? "empty file" : std::strerror(error)) : "not a regular file"));
+  }
+  size_t bytes = static_cast<size_t>(st.st_size);
+  // Populated read-only (a writable private mapping would be populated by write faults,
+  // copying every page), then made writable: a write copies just the page it touches.
+  void* data = mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  int error = errno;
+  close(fd);
+  if (data == MAP_FAILED) throw_js(env, "ERR_IO", path + ": mmap failed: " + std::strerror(error));
+  if (mprotect(data, bytes, PROT_READ | PROT_WRITE) != 0) {
+    error = errno;
+    munmap(data, bytes);
+    throw_js(env, "ERR_IO", path + ": mprotect failed: " + std::strerror(error));
+  }
+  return track_block(env, data, bytes, true);
 }
 
 // free(buffer: ArrayBuffer) -> returns the memory now and detaches the buffer, so
@@ -95,7 +142,14 @@ MSTAR_BINDING(memoryStats) {
   out.Set("peakBytes", Napi::Number::New(env, static_cast<double>(s.peak_bytes)));
   out.Set("liveAllocations", Napi::Number::New(env, static_cast<double>(s.live_allocations)));
   out.Set("totalAllocations", Napi::Number::New(env, static_cast<double>(s.total_allocations)));
+  out.Set("cachedBytes", Napi::Number::New(env, static_cast<double>(s.cached_bytes)));
   return out;
+}
+
+// setHostCacheLimit(bytes) -> the previous limit; 0 empties the large-block cache.
+MSTAR_BINDING(setHostCacheLimit) {
+  int64_t bytes = arg_size(info, 0, "bytes");
+  return Napi::Number::New(info.Env(), static_cast<double>(mstar::set_host_cache_limit(static_cast<size_t>(bytes))));
 }
 
 MSTAR_BINDING(resetPeakBytes) {

@@ -12,6 +12,7 @@ struct MemoryStats {
   int64_t peak_bytes;        // high-water mark since start or last reset
   int64_t live_allocations;  // number of live blocks
   int64_t total_allocations; // blocks ever allocated
+  int64_t cached_bytes;      // freed large blocks kept for reuse (not in bytes_in_use)
 };
 
 constexpr size_t kAlignment = 64;
@@ -21,6 +22,10 @@ void* host_alloc(size_t bytes, bool zero);
 void host_free(void* ptr, size_t bytes);
 MemoryStats memory_stats();
 void reset_peak_bytes();
+// Large blocks (>= 4 MiB) are mapped with transparent huge pages, and up to a limit of
+// freed ones are cached for reuse (default 1 GiB, or MSTAR_HOST_CACHE_MB). Sets the
+// limit, unmapping cached blocks beyond it (0 empties the cache); returns the old one.
+size_t set_host_cache_limit(size_t bytes);
 
 // RAII workspace for kernels (scratch panels, per-thread buffers).
 template <typename T>

@@ -9,13 +9,14 @@
 //      ir: A micro-panels of mr rows
 //       jr: B micro-panels of nr columns → microkernel (B streams from L2, A from L1)
 // One (ic, pc) pair is a phase: the threads pack the shared A block together, meet at a barrier,
-// take (B chunk × A panel range) units from a shared counter, and meet again before A is
-// repacked. Every C element gets the same summation order for any thread count, so results do
-// not depend on it.
+// then take (B chunk × A panel range) units from a shared counter; A is double-buffered, so that
+// is the only barrier of a phase. Every C element gets the same summation order for any thread
+// count, so results do not depend on it.
 //
 // Blocking for AVX-512 on Zen 4/5 (48 KB L1d, 1 MB L2 per core): kc = 384 keeps the 14×384 A
 // micro-panel (21 KB) in L1 next to the streamed B; nc = 256 keeps a B chunk (384 KB) plus a
-// ViT-sized A block (197×384, 300 KB) in L2.
+// ViT-sized A block (197×384, 300 KB) in L2; mc = 2016 bounds the two A buffers at 6 MB (B is
+// then repacked once per 2016 rows, ≥ 4000 flops per packed element).
 #include "gemm.h"
 
 #include <algorithm>
@@ -215,19 +216,21 @@ struct Item {
 
 // What the threads working on one GEMM share: the barrier and, per phase (one A block × one K
 // block), a work counter. Phases alternate between two counters: thread 0 resets the other one
-// after the phase's first barrier, when every thread has left the previous phase.
+// right after the phase's barrier, when every thread has left the previous phase.
 struct Team {
   explicit Team(int threads) : barrier(threads) {}
   SpinBarrier barrier;
   std::atomic<int64_t> next_work[2] = {0, 0};
 };
 
-// One batch item on the `nt` threads of `team` (nullptr: thread 0 alone). Per phase the threads
-// pack the shared A block (a static split), meet at a barrier, then claim work units dynamically
-// (so a thread slowed by another process on its core sheds work to the others) and meet again
-// before A is repacked. A unit is one B chunk (nc columns, packed into the thread's own buffer)
-// times a range of A micro-panels; M is split only when N alone gives too few units.
-void gemm_item(const KernelSet& ks, const GemmParams& p, const Blocking& bl, const Item& item, float* a_pack,
+// One batch item on the `nt` threads of `team` (nullptr: thread 0 alone, one A buffer; else
+// a_packs holds two). Per phase the threads pack the shared A block (a static split), meet at a
+// barrier, then claim work units dynamically (so a thread slowed by another process on its core
+// sheds work to the others). A unit is one B chunk (nc columns, packed into the thread's own
+// buffer) times a range of A micro-panels; M is split only when N alone gives too few units.
+// The barrier also orders the K blocks of every C tile: phase p + 1 starts only when all of
+// phase p is done.
+void gemm_item(const KernelSet& ks, const GemmParams& p, const Blocking& bl, const Item& item, float* a_packs,
                float* b_pack, int t, int nt, Team* team, int64_t& phase) {
   const int64_t m = p.m, n = p.n, k = p.k;
   const int mr = ks.mr, nr = ks.nr;
@@ -243,6 +246,10 @@ void gemm_item(const KernelSet& ks, const GemmParams& p, const Blocking& bl, con
     for (int64_t pc = 0; pc < k; pc += bl.kc, ++phase) {
       const int64_t kb = std::min(bl.kc, k - pc);
       const bool first = pc == 0, last = pc + kb == k;
+      // A is double-buffered by phase parity: a thread that finishes phase p early packs its share
+      // of phase p + 1 into the other buffer, which nobody reads any more (everyone passed the
+      // barrier of phase p, so phase p − 1 is done), and one barrier per phase is enough.
+      float* a_pack = team ? a_packs + (phase & 1) * bl.a_floats : a_packs;
 
       // Pack this thread's share of the A block.
       const auto [pack_lo, pack_hi] = split_range(m_panels, nt, t);
@@ -296,8 +303,6 @@ void gemm_item(const KernelSet& ks, const GemmParams& p, const Blocking& bl, con
           }
         }
       }
-      // The next phase repacks the shared A buffer.
-      if (team) team->barrier.wait();
     }
   }
 }
@@ -393,7 +398,7 @@ void gemm(const GemmParams& p) {
         wanted);
     return;
   }
-  Workspace<float> a_pack(bl.a_floats), b_pack(bl.b_floats * wanted);
+  Workspace<float> a_pack(2 * bl.a_floats), b_pack(bl.b_floats * wanted);
   Team team(wanted);
   parallel_run(
       [&](int t, int nt) {

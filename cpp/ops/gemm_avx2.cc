@@ -6,6 +6,9 @@
 //
 // Compiled with the same flags as every other source; the ISA is chosen by the pragma below and
 // the code is only called when mstar::simd_level() is AVX2 or better.
+#include "gemm_kernel.h"
+
+#if defined(__x86_64__) || defined(__i386__)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,10 +17,12 @@
 
 #include <immintrin.h>
 
-#include "gemm_kernel.h"
-
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 
 #include "gemm_microkernel.h"
 
@@ -73,7 +78,7 @@ inline void transpose8x8(__m256 r[8]) {
 // Packing prefetch distances: rows ahead for the direct packer, floats ahead along each row for
 // the transposing one (the column loop is 8 floats a step, so 64 is 8 steps, 4 cache lines).
 constexpr int64_t kPrefetchRows = 4;
-constexpr int64_t kPrefetchColumns = 64;
+constexpr int64_t kPrefetchColumns = 128;
 
 // Lane mask with the first n (0..8) lanes set, for maskload (which never faults on masked lanes).
 inline __m256i first_lanes(int n) {
@@ -86,7 +91,7 @@ constexpr KernelSet kAvx2Kernels = {
     /*mr=*/6,
     /*nr=*/16,
     /*kc=*/256,
-    /*mc=*/4032,
+    /*mc=*/2016,
     /*nc=*/512,
     make_kernel_table<Avx2Vec, 6, 2>(),
     &pack_transposed_avx2,
@@ -97,9 +102,10 @@ constexpr KernelSet kAvx2Kernels = {
 }  // namespace
 
 // Panel lanes are rows of src: 8×8 blocks are transposed in registers and written as 8-float
-// slices. When pr is not a multiple of 8 the last lane group's store runs into the next k slice;
-// lane groups are therefore written last-first, so group 0 (written after) overwrites the spill,
-// and the final slice spills into the panel slack.
+// slices, one group of 8 lanes at a time (8 read streams, which the prefetchers follow better than
+// all pr at once). When pr is not a multiple of 8 the last group's stores run into the next k
+// slice; groups are therefore written last-first, so a later group overwrites the spill, and the
+// final slice spills into the panel slack.
 void pack_transposed_avx2(const float* src, int64_t ld, int64_t width, int64_t kc, int pr, float* dst,
                           int64_t panel_stride) {
   const int groups = (pr + 7) / 8;
@@ -107,26 +113,28 @@ void pack_transposed_avx2(const float* src, int64_t ld, int64_t width, int64_t k
     const float* s = src + q * pr * ld;
     float* d = dst + q * panel_stride;
     const int64_t lanes = std::min<int64_t>(pr, width - q * pr);
-    int64_t k0 = 0;
-    for (; k0 + 8 <= kc; k0 += 8) {
-      // One stream per lane (row of src); fetch each row a few lines ahead, once per line.
-      if ((k0 & 15) == 0 && k0 + kPrefetchColumns < kc) {
-        for (int64_t i = 0; i < lanes; ++i) {
-          _mm_prefetch(reinterpret_cast<const char*>(s + i * ld + k0 + kPrefetchColumns), _MM_HINT_T0);
-        }
+    const int64_t k_main = kc & ~int64_t{7};
+    for (int g = groups - 1; g >= 0; --g) {
+      const float* row[8];
+      int valid = 0;
+      for (int i = 0; i < 8; ++i) {
+        const int64_t lane = g * 8 + i;
+        row[i] = lane < lanes ? s + lane * ld : nullptr;
+        valid += lane < lanes;
       }
-      for (int g = groups - 1; g >= 0; --g) {
-        __m256 r[8];
-        for (int i = 0; i < 8; ++i) {
-          int lane = g * 8 + i;
-          r[i] = lane < lanes ? _mm256_loadu_ps(s + lane * ld + k0) : _mm256_setzero_ps();
+      for (int64_t k0 = 0; k0 < k_main; k0 += 8) {
+        // Each row is a stream; fetch it a few lines ahead, once per line.
+        if ((k0 & 15) == 0 && k0 + kPrefetchColumns < kc) {
+          for (int i = 0; i < valid; ++i) _mm_prefetch(reinterpret_cast<const char*>(row[i] + k0 + kPrefetchColumns), _MM_HINT_T0);
         }
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = row[i] ? _mm256_loadu_ps(row[i] + k0) : _mm256_setzero_ps();
         transpose8x8(r);
         for (int i = 0; i < 8; ++i) _mm256_storeu_ps(d + (k0 + i) * pr + g * 8, r[i]);
       }
     }
-    for (; k0 < kc; ++k0) {
-      for (int i = 0; i < pr; ++i) d[k0 * pr + i] = i < lanes ? s[i * ld + k0] : 0.0f;
+    for (int64_t k = k_main; k < kc; ++k) {
+      for (int i = 0; i < pr; ++i) d[k * pr + i] = i < lanes ? s[i * ld + k] : 0.0f;
     }
   }
 }
@@ -159,8 +167,20 @@ void pack_direct_avx2(const float* src, int64_t ld, int64_t width, int64_t kc, i
 
 }  // namespace mstar::gemm_detail
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 namespace mstar::gemm_detail {
 const KernelSet& kernels_avx2() { return kAvx2Kernels; }
 }  // namespace mstar::gemm_detail
+
+#else  // not x86: simd_level() is always Portable there, so this set is never chosen.
+
+namespace mstar::gemm_detail {
+const KernelSet& kernels_avx2() { return kernels_portable(); }
+}  // namespace mstar::gemm_detail
+
+#endif

@@ -3,11 +3,11 @@
 // are the same code at three widths (contract and layouts: gemm_kernel.h).
 //
 // Each kernel translation unit includes this header once, after choosing its ISA with
-// `#pragma GCC target` (the target must be in force where the templates are defined), and
-// instantiates the templates with its own traits type. Everything here sits in an anonymous
-// namespace, so every TU gets private copies compiled for its own ISA and the linker can never
-// hand an AVX-512 instantiation to a caller on an AVX2-only CPU. Include the standard headers
-// below before the pragma, so library code stays baseline.
+// `#pragma GCC target` (clang: `#pragma clang attribute`; the target must be in force where the
+// templates are defined), and instantiates the templates with its own traits type. Everything
+// here sits in an anonymous namespace, so every TU gets private copies compiled for its own ISA
+// and the linker can never hand an AVX-512 instantiation to a caller on an AVX2-only CPU. Include
+// the standard headers below before the pragma, so library code stays baseline.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -104,10 +104,9 @@ inline void store_partial_tile(const float* tile, int tile_ld, int rows, const M
 }
 
 // ---- the microkernel ----------------------------------------------------------------------
-// ROWS×(NV·W) accumulators in registers; per k step: NV vector loads of B, ROWS broadcasts of A
-// (folded into the FMA as a memory operand where the ISA allows), ROWS·NV FMAs. The loop body has
-// no branches; edge rows are separate instantiations (ROWS < MR), edge columns are zero-padded in
-// the B panel and masked at the store.
+// ROWS×(NV·W) accumulators in registers; per k step: NV vector loads of B, ROWS broadcasts of A,
+// ROWS·NV FMAs. The loop body has no branches; edge rows are separate instantiations
+// (ROWS < MR), edge columns are zero-padded in the B panel and masked at the store.
 template <class V, int MR, int NV, int ROWS>
 void micro_kernel(const MicroArgs& p) {
   using R = typename V::reg;

@@ -3,7 +3,7 @@
  * rename over the destination (rename(2) within one file system is atomic), so a
  * killed run never leaves a truncated file under the final name.
  */
-import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -32,4 +32,42 @@ export async function writeAtomically<T>(path: string, write: (tmp: string) => T
 /** `writeFileSync` through a temporary name. */
 export async function writeFileAtomically(path: string, data: Uint8Array | string): Promise<void> {
   await writeAtomically(path, (tmp) => writeFileSync(tmp, data));
+}
+
+/** Temporary names `temporaryPathFor` (`.NAME.PID.HEX.tmp`) and lib/io/files.ts (`NAME.tmp-PID`) leave when killed. */
+const TEMPORARY_NAMES = [/^\.(.+)\.(\d+)\.[0-9a-f]+\.tmp$/, /^(.+)\.tmp-(\d+)$/];
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: string }).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the temporary files that killed writers (of this module or lib/io/files.ts)
+ * left in `dir`, skipping those of processes still running. Returns the paths removed.
+ */
+export function removeStaleTemporaries(dir: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    for (const pattern of TEMPORARY_NAMES) {
+      const m = pattern.exec(name);
+      if (!m) continue;
+      const pid = Number(m[2]);
+      if (pid === process.pid || processAlive(pid)) break; // a write that may still be running
+      rmSync(join(dir, name), { force: true });
+      removed.push(join(dir, name));
+      break;
+    }
+  }
+  return removed;
 }

@@ -22,7 +22,8 @@
  * allocating; violations throw `FormatError` (`ERR_FORMAT`); a missing file throws
  * `ERR_NOT_FOUND`.
  */
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import h5wasm, { type Dataset, type File as H5File, type Metadata } from 'h5wasm/node';
 import { writeAtomically } from './atomic.js';
 import { FormatError, withCode } from './errors.js';
@@ -103,6 +104,19 @@ function openForRead(path: string): H5File {
   checkHdf5File(path);
   const file = new h5wasm.File(path, 'r');
   if (typeof file.file_id !== 'bigint' || file.file_id < 0n) throw new FormatError(`${path}: HDF5 cannot open it (damaged or truncated)`);
+  return file;
+}
+
+/**
+ * Creates `tmp` (the temporary name of `path`) for writing. h5wasm does not throw when
+ * HDF5 cannot create a file (it prints diagnostics and returns an invalid handle), so
+ * the folder is checked first and the handle after.
+ */
+function createForWrite(tmp: string, path: string): H5File {
+  const folder = dirname(path);
+  if (!existsSync(folder)) throw withCode(new Error(`cannot write ${path}: folder ${folder} does not exist`), 'ERR_NOT_FOUND');
+  const file = new h5wasm.File(tmp, 'w');
+  if (typeof file.file_id !== 'bigint' || file.file_id < 0n) throw withCode(new Error(`cannot write ${path}: HDF5 could not create ${tmp}`), 'ERR_IO');
   return file;
 }
 
@@ -265,7 +279,7 @@ export async function writeClamCoords(
   checkAttrs(attrs, path);
   await h5Ready();
   await writeAtomically(path, (tmp) => {
-    const file = new h5wasm.File(tmp, 'w');
+    const file = createForWrite(tmp, path);
     try {
       const d = createRowChunked(file, 'coords', data, data.length / 2, 2, '<q');
       d.create_attribute('patch_size', int64Scalar(attrs.patch_size), [], '<q');
@@ -338,7 +352,7 @@ export async function writeClamFeatures(
   if (c.length !== 2 * n) throw withCode(new RangeError(`${path}: ${c.length / 2} coords rows for ${n} feature rows`), 'ERR_SHAPE');
   await h5Ready();
   await writeAtomically(path, (tmp) => {
-    const file = new h5wasm.File(tmp, 'w');
+    const file = createForWrite(tmp, path);
     try {
       createRowChunked(file, 'features', features, n, dim, '<f');
       createRowChunked(file, 'coords', c, n, 2, '<q');
@@ -346,4 +360,62 @@ export async function writeClamFeatures(
       file.close();
     }
   });
+}
+
+/** Per-patch scores from an HDF5 file: a [N] vector and the file's coords when it has them. */
+export interface ClamScores {
+  /** [N] float64. */
+  scores: Float64Array;
+  /** The dataset read. */
+  name: string;
+  /** [N, 2] int64, when the file has `coords` with N rows. */
+  coords?: BigInt64Array;
+}
+
+/**
+ * Reads one per-patch score vector from an HDF5 file — CLAM's heatmap blocks
+ * (create_heatmaps.py: `attention_scores` [N, 1] next to `coords` [N, 2]) or any file
+ * with a numeric [N], [N, 1] or [1, N] dataset.
+ *
+ * @param name dataset to read; default: the only such dataset other than `coords`
+ * @throws ERR_FORMAT (not HDF5, no such dataset, not a vector, several candidates)
+ */
+export async function readClamScores(path: string, name?: string): Promise<ClamScores> {
+  await h5Ready();
+  const file = openForRead(path);
+  try {
+    const isVector = (shape: number[]): boolean => shape.length === 1 || (shape.length === 2 && (shape[0] === 1 || shape[1] === 1));
+    const keys = file.keys();
+    let chosen = name;
+    if (chosen === undefined) {
+      const candidates = keys.filter((k) => {
+        if (k === 'coords') return false;
+        const e = file.get(k);
+        return e instanceof h5wasm.Dataset && (e.metadata.type === 0 || e.metadata.type === 1) && isVector(e.metadata.shape ?? []);
+      });
+      if (candidates.length !== 1) {
+        throw new FormatError(`${path}: ${candidates.length === 0 ? 'no numeric [N] dataset' : `several score datasets (${candidates.join(', ')})`}; name the one to use`);
+      }
+      chosen = candidates[0];
+    }
+    const d = dataset(file, chosen, path, true);
+    const shape = d.metadata.shape ?? [];
+    if ((d.metadata.type !== 0 && d.metadata.type !== 1) || !isVector(shape)) {
+      throw new FormatError(`${path}: '${chosen}' must be a numeric [N] or [N, 1] dataset, found type ${d.metadata.type} shape [${shape.join(', ')}]`);
+    }
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (n > MAX_ROWS) throw new FormatError(`${path}: '${chosen}' claims ${n} values (limit ${MAX_ROWS})`);
+    const value = n === 0 ? new Float64Array(0) : d.value;
+    if (!ArrayBuffer.isView(value) || (value as unknown as ArrayLike<unknown>).length !== n) throw new FormatError(`${path}: '${chosen}' could not be read as numbers`);
+    const scores = Float64Array.from(value as unknown as ArrayLike<number | bigint>, Number);
+    const result: ClamScores = { scores, name: chosen };
+    const c = dataset(file, 'coords', path, false);
+    if (c) {
+      const coords = readCoordsDataset(c, path);
+      if (coords.length === 2 * n) result.coords = coords;
+    }
+    return result;
+  } finally {
+    file.close();
+  }
 }

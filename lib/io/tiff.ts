@@ -47,6 +47,12 @@ export interface TiffDirectory {
   resolutionUnit?: number;
   /** True when the directory carries Hamamatsu NDPI private tags (65420), which need OpenSlide. */
   ndpi: boolean;
+  /**
+   * End of the image data: the largest offset + byte count over the tiles (or strips), 0
+   * when the tables are absent. Beyond the file size, the file is truncated: libvips would
+   * decode the missing tiles as black without failing (at its 'error' level).
+   */
+  dataEnd: number;
 }
 
 /** The parsed file: byte order, flavour and directories (main chain first, then SubIFDs). */
@@ -133,6 +139,45 @@ interface RawEntry {
   /** Where the value bytes are: inline in the entry or at an offset in the file. */
   view: DataView;
   at: number;
+  /** For DATA_TABLE_TAGS stored out of line: the table's file offset (its bytes are not read into `view`). */
+  fileOffset?: number;
+}
+
+/** StripOffsets, StripByteCounts, TileOffsets, TileByteCounts. */
+const DATA_TABLE_TAGS = new Set([273, 279, 324, 325]);
+const TABLE_CHUNK = 8192;
+
+/** The `count` values of an integer table at `fileOffset` (or inline), read `TABLE_CHUNK` at a time. */
+function* tableChunks(r: Reader, entry: RawEntry): Generator<number[]> {
+  const size = TYPE_SIZES[entry.type];
+  if (entry.fileOffset === undefined || entry.fileOffset < 0) {
+    yield entryUints(entry, r.littleEndian, entry.count);
+    return;
+  }
+  for (let start = 0; start < entry.count; start += TABLE_CHUNK) {
+    const n = Math.min(TABLE_CHUNK, entry.count - start);
+    const view = r.view(entry.fileOffset + start * size, n * size, `tag ${entry.tag} table`);
+    const out = new Array<number>(n);
+    for (let i = 0; i < n; i++) out[i] = readUint(view, i * size, size, r.littleEndian);
+    yield out;
+  }
+}
+
+/** Largest offset + byte count over a directory's tiles (or strips); 0 without usable tables. */
+function dataEnd(r: Reader, entries: Map<number, RawEntry>): number {
+  const tiled = entries.has(324);
+  const offsets = entries.get(tiled ? 324 : 273);
+  const counts = entries.get(tiled ? 325 : 279);
+  // Odd tables are left to the decoder (0: unknown); only a table or data past the end of the file is news here.
+  const integer = (e: RawEntry): boolean => [3, 4, 16].includes(e.type);
+  if (!offsets || !counts || offsets.count !== counts.count || !integer(offsets) || !integer(counts)) return 0;
+  const o = tableChunks(r, offsets);
+  const c = tableChunks(r, counts);
+  let end = 0;
+  for (let a = o.next(), b = c.next(); !a.done && !b.done; a = o.next(), b = c.next()) {
+    for (let i = 0; i < a.value.length; i++) if (b.value[i] > 0) end = Math.max(end, a.value[i] + b.value[i]);
+  }
+  return end;
 }
 
 /** Reads every value of an integer-typed entry (BYTE, SHORT, LONG, LONG8, IFD, IFD8). */
@@ -196,11 +241,17 @@ function readIfd(r: Reader, offset: number, bigTiff: boolean): { entries: Map<nu
     if (typeSize === 0) continue; // unknown types are skipped, as libtiff does
     const byteCount = n * typeSize;
     if (!Number.isSafeInteger(byteCount)) throw new FormatError(`TIFF tag ${tag}: value size overflows`);
+    const valueAt = at + 4 + (bigTiff ? 8 : 4);
+    if (DATA_TABLE_TAGS.has(tag)) {
+      // Tile/strip tables can be huge: remember where they are; dataEnd() reads them in chunks.
+      const fileOffset = byteCount <= inlineSize ? -1 : readUint(body, valueAt, inlineSize, le);
+      entries.set(tag, { tag, type, count: n, view: body, at: valueAt, fileOffset });
+      continue;
+    }
     if (!USED_TAGS.has(tag)) {
       if (tag === NDPI_MARKER_TAG) entries.set(tag, { tag, type, count: 0, view: body, at: 0 });
-      continue; // tile offset tables and the like can be huge and are libvips' business
+      continue;
     }
-    const valueAt = at + 4 + (bigTiff ? 8 : 4);
     if (byteCount <= inlineSize) {
       entries.set(tag, { tag, type, count: n, view: body, at: valueAt });
     } else {
@@ -213,7 +264,7 @@ function readIfd(r: Reader, offset: number, bigTiff: boolean): { entries: Map<nu
   return { entries, next };
 }
 
-function toDirectory(entries: Map<number, RawEntry>, le: boolean, page: number, subifd: number): TiffDirectory {
+function toDirectory(r: Reader, entries: Map<number, RawEntry>, le: boolean, page: number, subifd: number): TiffDirectory {
   const num = (tag: number, fallback: number): number => {
     const e = entries.get(tag);
     return e ? entryNumber(e, le) : fallback;
@@ -255,6 +306,7 @@ function toDirectory(entries: Map<number, RawEntry>, le: boolean, page: number, 
     yResolution: yRes !== undefined && Number.isFinite(yRes) && yRes > 0 ? yRes : undefined,
     resolutionUnit: entries.has(296) ? num(296, 2) : undefined,
     ndpi: entries.has(NDPI_MARKER_TAG),
+    dataEnd: dataEnd(r, entries),
   };
 }
 
@@ -294,7 +346,7 @@ export function readTiffDirectories(path: string): TiffInfo {
       seen.add(offset);
       const { entries, next } = readIfd(r, offset, bigTiff);
       const page = directories.length;
-      directories.push(toDirectory(entries, littleEndian, page, -1));
+      directories.push(toDirectory(r, entries, littleEndian, page, -1));
       const sub = entries.get(330);
       if (page === 0 && sub) subifdOffsets = entryUints(sub, littleEndian, MAX_SUBIFDS);
       offset = next;
@@ -304,7 +356,7 @@ export function readTiffDirectories(path: string): TiffInfo {
       if (seen.has(subOffset)) throw new FormatError(`TIFF SubIFD ${index} points at an IFD already read`);
       seen.add(subOffset);
       const { entries } = readIfd(r, subOffset, bigTiff);
-      directories.push(toDirectory(entries, littleEndian, 0, index));
+      directories.push(toDirectory(r, entries, littleEndian, 0, index));
     });
     return { littleEndian, bigTiff, directories };
   } finally {

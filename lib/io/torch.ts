@@ -29,6 +29,7 @@ import {
   byteSwapped,
   checkedProduct,
   elementSize,
+  assertHostTensor,
   isHostTensor,
   type HostDType,
   type HostTensor,
@@ -697,44 +698,54 @@ function contiguousStrides(shape: readonly number[]): number[] {
 }
 
 /**
- * The data.pkl of a state dict: protocol 2, an OrderedDict whose values are
- * `_rebuild_tensor_v2((‘storage’, torch.XStorage, '<i>', 'cpu', numel), 0, shape, stride, False, OrderedDict())`.
+ * One tensor as torch pickles it: `_rebuild_tensor_v2(('storage', torch.XStorage, key,
+ * 'cpu', numel), 0, shape, stride, False, OrderedDict())`, the storage being a persistent id.
  */
+function pickleTensor(pickle: PickleWriter, tensor: HostTensor, key: string): void {
+  const storageType = STORAGE_TYPE_OF_DTYPE.get(tensor.dtype);
+  if (storageType === undefined) throw new FormatError(`cannot write dtype ${tensor.dtype} (supported: ${HOST_DTYPES.join(', ')})`, 'ERR_DTYPE');
+  pickle.global('torch._utils', '_rebuild_tensor_v2');
+  pickle.mark();
+  pickle.mark().string('storage').global('torch', storageType).string(key).string('cpu');
+  pickle.int(tensor.data.byteLength / elementSize(tensor.dtype)).tuple();
+  pickle.binPersId();
+  pickle.int(0).intTuple(tensor.shape).intTuple(contiguousStrides(tensor.shape)).bool(false);
+  pickle.global('collections', 'OrderedDict').emptyTuple().reduce();
+  pickle.tuple().reduce();
+}
+
+/** The data.pkl of a state dict: protocol 2, an OrderedDict of pickled tensors (storage keys '0', '1', ...). */
 function stateDictPickle(entries: ReadonlyArray<[string, HostTensor]>): Uint8Array {
   const pickle = new PickleWriter();
   pickle.global('collections', 'OrderedDict').emptyTuple().reduce();
   pickle.mark();
   entries.forEach(([name, tensor], index) => {
-    const storageType = STORAGE_TYPE_OF_DTYPE.get(tensor.dtype);
-    if (storageType === undefined) throw new FormatError(`cannot write dtype ${tensor.dtype} (supported: ${HOST_DTYPES.join(', ')})`, 'ERR_DTYPE');
     pickle.string(name);
-    pickle.global('torch._utils', '_rebuild_tensor_v2');
-    pickle.mark();
-    pickle.mark().string('storage').global('torch', storageType).string(String(index)).string('cpu');
-    pickle.int(tensor.data.byteLength / elementSize(tensor.dtype)).tuple();
-    pickle.binPersId();
-    pickle.int(0).intTuple(tensor.shape).intTuple(contiguousStrides(tensor.shape)).bool(false);
-    pickle.global('collections', 'OrderedDict').emptyTuple().reduce();
-    pickle.tuple().reduce();
+    pickleTensor(pickle, tensor, String(index));
   });
   pickle.setItems().stop();
   return pickle.bytes();
 }
 
-function torchZipEntries(tensors: NamedTensors, options: TorchWriteOptions): ZipWriteEntry[] {
+/** The zip entries of a torch archive: data.pkl, the version records and storage `data/<i>` = storages[i]. */
+function torchZipEntries(dataPickle: Uint8Array, storages: readonly HostTensor[], options: TorchWriteOptions): ZipWriteEntry[] {
   const archiveName = options.archiveName ?? 'archive';
   check(/^[^/\\]+$/.test(archiveName), () => `archive name ${JSON.stringify(archiveName)} must be a single folder name`);
-  const entries = namedTensorEntries(tensors);
   const text = (value: string): Uint8Array => new TextEncoder().encode(value);
   const folder = `${archiveName}/`;
   return [
-    { name: `${folder}data.pkl`, data: stateDictPickle(entries) },
+    { name: `${folder}data.pkl`, data: dataPickle },
     { name: `${folder}.format_version`, data: text('1') },
     { name: `${folder}.storage_alignment`, data: text('64') },
     { name: `${folder}byteorder`, data: text('little') },
-    ...entries.map(([, tensor], index) => ({ name: `${folder}data/${index}`, data: tensor.data })),
+    ...storages.map((tensor, index) => ({ name: `${folder}data/${index}`, data: tensor.data })),
     { name: `${folder}version`, data: text('3\n') },
   ];
+}
+
+function stateDictZipEntries(tensors: NamedTensors, options: TorchWriteOptions): ZipWriteEntry[] {
+  const entries = namedTensorEntries(tensors);
+  return torchZipEntries(stateDictPickle(entries), entries.map(([, tensor]) => tensor), options);
 }
 
 /**
@@ -744,12 +755,25 @@ function torchZipEntries(tensors: NamedTensors, options: TorchWriteOptions): Zip
  * (no copy of the whole file in memory).
  */
 export function writeTorchCheckpoint(path: string, tensors: NamedTensors, options: TorchWriteOptions = {}): void {
-  const entries = torchZipEntries(tensors, options);
+  const entries = stateDictZipEntries(tensors, options);
   writeFileAtomic(path, (sink: ByteSink) => writeZip(entries, sink, { alignment: 64, forceZip64: options.forceZip64 }));
 }
 
 /** The bytes `writeTorchCheckpoint` would write. */
 export function torchCheckpointBytes(tensors: NamedTensors, options: TorchWriteOptions = {}): Uint8Array {
-  const entries = torchZipEntries(tensors, options);
+  const entries = stateDictZipEntries(tensors, options);
   return collectBytes((sink) => writeZip(entries, sink, { alignment: 64, forceZip64: options.forceZip64 }));
+}
+
+/**
+ * Writes one tensor as `torch.save(tensor)` does (zip format): `torch.load(path,
+ * weights_only=True)` returns it as a contiguous CPU tensor of the same dtype and shape
+ * (CLAM's `pt_files/<slide>.pt`, features [N, D] float32). Atomic, like writeTorchCheckpoint.
+ */
+export function writeTorchTensor(path: string, tensor: HostTensor, options: TorchWriteOptions = {}): void {
+  assertHostTensor(tensor, 'tensor');
+  const pickle = new PickleWriter();
+  pickleTensor(pickle, tensor, '0');
+  const entries = torchZipEntries(pickle.stop().bytes(), [tensor], options);
+  writeFileAtomic(path, (sink: ByteSink) => writeZip(entries, sink, { alignment: 64, forceZip64: options.forceZip64 }));
 }

@@ -2,12 +2,13 @@
 import { checkNumberInRange, checkPositiveInteger, invalidArgument, rangeError, typeError } from '../errors.js';
 import { linear, type LinearActivation } from '../ops/linalg.js';
 import { attention, dropout, layerNorm } from '../ops/nn.js';
-import { nextSeed, uniformGenerator } from '../random.js';
+import { initSkipped, nextSeed, uniformGenerator } from '../random.js';
 import { shapeString, Tensor } from '../tensor.js';
 import { Module } from './module.js';
 
-/** U(−bound, bound) tensor from the global seed stream. */
+/** U(−bound, bound) tensor from the global seed stream (zeros inside `withoutInit`). */
 export function uniformTensor(shape: number[], bound: number): Tensor {
+  if (initSkipped()) return Tensor.zeros(shape);
   const t = Tensor.empty(shape);
   const rng = uniformGenerator(nextSeed());
   const d = t.data();
