@@ -139,6 +139,62 @@ struct RowWalk {
   __device__ int lane() const { return static_cast<int>(threadIdx.x % kGroup); }
 };
 
+// Column sums in blocks of dim3(kSumCols, kSumLanes): thread (x, y) holds a partial sum
+// for column x of the block's tile; the kSumLanes row lanes are added in a fixed order.
+// All threads of the block must call it; the total is valid in row lane 0 (threadIdx.y == 0).
+constexpr int kSumCols = 32;
+constexpr int kSumLanes = 8;
+
+__device__ __forceinline__ float sum_over_lanes(float v) {
+  __shared__ float lanes[kSumLanes][kSumCols + 1];
+  lanes[threadIdx.y][threadIdx.x] = v;
+  __syncthreads();
+  float total = 0.0f;
+  if (threadIdx.y == 0) {
+#pragma unroll
+    for (int lane = 0; lane < kSumLanes; ++lane) total += lanes[lane][threadIdx.x];
+  }
+  __syncthreads();  // `lanes` may be reused by the next call
+  return total;
+}
+
+// ---- online softmax ----------------------------------------------------------------
+
+// Running maximum and Σ exp(x − max) of the values seen so far (Milakov & Gimelshein,
+// "Online normalizer calculation for softmax", 2018); softmax and bag pooling use it.
+struct MaxSum {
+  float max, sum;
+};
+
+__device__ __forceinline__ MaxSum shuffle_xor(MaxSum v, int mask) {
+  return {__shfl_xor_sync(kFullMask, v.max, mask), __shfl_xor_sync(kFullMask, v.sum, mask)};
+}
+
+// A value of -Infinity contributes nothing and never becomes the reference point
+// (exp(-inf - -inf) would be NaN). NaN inputs poison the sum, so the row comes out NaN.
+__device__ __forceinline__ MaxSum online_add(MaxSum s, float x) {
+  if (x > s.max) {
+    s.sum = s.sum * expf(s.max - x) + 1.0f;
+    s.max = x;
+  } else if (x != -INFINITY) {
+    s.sum += expf(x - s.max);
+  }
+  return s;
+}
+
+struct MaxSumMerge {
+  __device__ MaxSum operator()(MaxSum a, MaxSum b) const {
+    if (a.max < b.max) {
+      const MaxSum t = a;
+      a = b;
+      b = t;
+    }
+    if (b.max == -INFINITY) return a;  // b saw nothing but -Infinity
+    a.sum += b.sum * expf(b.max - a.max);
+    return a;
+  }
+};
+
 // ---- host-side size arithmetic -----------------------------------------------------
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

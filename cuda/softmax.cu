@@ -10,40 +10,6 @@
 namespace mstar::cuda {
 namespace {
 
-// Running maximum and Σ exp(x − max) of the values seen so far.
-struct MaxSum {
-  float max, sum;
-};
-
-__device__ __forceinline__ MaxSum shuffle_xor(MaxSum v, int mask) {
-  return {__shfl_xor_sync(kFullMask, v.max, mask), __shfl_xor_sync(kFullMask, v.sum, mask)};
-}
-
-// A value of -Infinity contributes nothing and never becomes the reference point
-// (exp(-inf - -inf) would be NaN). NaN inputs poison the sum, so the row comes out NaN.
-__device__ __forceinline__ MaxSum online_add(MaxSum s, float x) {
-  if (x > s.max) {
-    s.sum = s.sum * expf(s.max - x) + 1.0f;
-    s.max = x;
-  } else if (x != -INFINITY) {
-    s.sum += expf(x - s.max);
-  }
-  return s;
-}
-
-struct MaxSumMerge {
-  __device__ MaxSum operator()(MaxSum a, MaxSum b) const {
-    if (a.max < b.max) {
-      const MaxSum t = a;
-      a = b;
-      b = t;
-    }
-    if (b.max == -INFINITY) return a;  // b saw nothing but -Infinity
-    a.sum += b.sum * expf(b.max - a.max);
-    return a;
-  }
-};
-
 template <typename T, int kGroup>
 __global__ void __launch_bounds__(kRowBlock) softmax_forward_kernel(const T* x, T* y, int64_t rows, int64_t cols,
                                                                      bool log) {

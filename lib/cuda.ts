@@ -6,7 +6,9 @@
  * `cudaInfo()`; the rest exists only in build-cuda/Release/mstar.node (`npm run build:cuda`).
  * Kernel wrappers take the arguments of the CPU function of the same name in lib/native.ts,
  * in the same order, with DeviceBuffers in place of typed arrays, then the storage dtype
- * (float32 or bfloat16; layer-norm parameters and statistics are always float32).
+ * (float32 or bfloat16; layer-norm parameters and statistics are always float32). The slide-level
+ * aggregation ops (bag pooling, depthwise conv, Nyström row groups) are float32 only, like their CPU
+ * kernels, and take no dtype; bag offsets stay a host Int32Array, masks are Uint8 device buffers.
  *
  * Memory is explicit: `device.alloc()` / `device.upload()` return a DeviceBuffer that must be
  * disposed (`using buf = ...` or `buf.dispose()`); the GC finalizer is only a safety net.
@@ -20,6 +22,7 @@ import { join } from 'node:path';
 import {
   checkFiniteNumber,
   checkNonNegativeInteger,
+  checkPositiveInteger,
   invalidArgument,
   MstarError,
   rangeError,
@@ -126,6 +129,19 @@ export interface CudaNativeBinding extends CudaProbe {
   cudaAttentionForward(q: H, k: H, v: H, out: H, lse: H, keyMask: H | null,
     dims: number[], qStrides: number[], kStrides: number[], vStrides: number[], outStrides: number[],
     scale: number, dtype?: CudaDtype): void;
+  cudaBagPoolForward(scores: H, h: H, offsets: Int32Array, mask: H | null, attn: H, pooled: H,
+    bags: number, total: number, heads: number, dim: number, hStride: number): void;
+  cudaBagPoolBackward(h: H, offsets: Int32Array, mask: H | null, attn: H, pooled: H, gradPooled: H,
+    gradH: H | null, gradScores: H | null, bags: number, total: number, heads: number, dim: number, hStride: number): void;
+  cudaDwconv2dForward(x: H, xRow0: number, xRows: number, xStride: number, weight: H, bias: H | null,
+    y: H, yRow0: number, yRows: number, yStride: number, dims: number[], rowBegin: number, rowEnd: number): void;
+  cudaDwconv2dBackwardInput(gy: H, gyRow0: number, gyRows: number, gyStride: number, weight: H,
+    gx: H, gxRow0: number, gxRows: number, gxStride: number, dims: number[], rowBegin: number, rowEnd: number): void;
+  cudaDwconv2dBackwardWeight(x: H, xRow0: number, xRows: number, xStride: number, gy: H, gyRow0: number, gyRows: number,
+    gyStride: number, gWeight: H | null, gBias: H | null, dims: number[], rowBegin: number, rowEnd: number): void;
+  cudaGroupRowSum(x: H, xStride: number, rowBegin: number, rowEnd: number, cols: number, group: number, out: H): void;
+  cudaGroupRowBroadcast(g: H, rowBegin: number, rowEnd: number, cols: number, group: number, alpha: number,
+    out: H, outStride: number, accumulate: boolean): void;
 }
 
 /** Where `npm run build:cuda` puts the CUDA-enabled addon. */
@@ -301,6 +317,56 @@ function checkSizes(name: string, values: unknown): number[] {
   return values.map((v, i) => checkNonNegativeInteger(`${name}[${i}]`, v));
 }
 
+/** Bag offsets: an Int32Array of exactly bags + 1 entries, 0 = o[0] <= o[1] <= ... <= o[bags] = total. */
+function checkBagOffsets(offsets: unknown, bags: number, total: number): Int32Array {
+  if (!(offsets instanceof Int32Array)) throw invalidArgument('offsets', 'an Int32Array', offsets);
+  if (offsets.length !== bags + 1) {
+    throw rangeError('ERR_SHAPE', `offsets needs bags + 1 = ${bags + 1} entries, got ${offsets.length}`);
+  }
+  for (let b = 0; b <= bags; b++) {
+    const o = offsets[b];
+    if (o < 0 || o > total || (b > 0 && o < offsets[b - 1])) {
+      throw rangeError('ERR_RANGE', `offsets[${b}] = ${o} breaks 0 <= offsets[b] <= offsets[b+1] <= total (${total})`);
+    }
+  }
+  if (offsets[0] !== 0 || offsets[bags] !== total) {
+    throw rangeError('ERR_RANGE', `offsets must start at 0 and end at total (${total})`);
+  }
+  return offsets;
+}
+
+/** dims = [B, H, W, C, kh, kw] with odd kernels, and output rows rowBegin <= rowEnd <= H. */
+function checkDwconvDims(dims: unknown, rowBegin: unknown, rowEnd: unknown): number[] {
+  const d = checkSizes('dims', dims);
+  if (d.length !== 6) throw rangeError('ERR_SHAPE', `dims must be [B, H, W, C, kh, kw], got ${d.length} entries`);
+  if (d[4] % 2 === 0 || d[5] % 2 === 0 || d[4] < 1 || d[5] < 1) {
+    throw rangeError('ERR_SHAPE', `kernel sizes must be odd and >= 1, got ${d[4]}x${d[5]}`);
+  }
+  const begin = checkNonNegativeInteger('rowBegin', rowBegin), end = checkNonNegativeInteger('rowEnd', rowEnd);
+  if (begin > end || end > d[1]) throw rangeError('ERR_RANGE', `rows [${begin}, ${end}) are not inside [0, H = ${d[1]})`);
+  return d;
+}
+
+/** A dwconv2d image buffer's (row0, rows, stride): rows inside the image, stride >= C. */
+function checkDwconvRows(name: string, dims: number[], row0: unknown, rows: unknown, stride: unknown): [number, number, number] {
+  const r0 = checkNonNegativeInteger(`${name}Row0`, row0), n = checkNonNegativeInteger(`${name}Rows`, rows);
+  const s = checkNonNegativeInteger(`${name}Stride`, stride);
+  if (r0 + n > dims[1]) throw rangeError('ERR_RANGE', `${name} rows [${r0}, ${r0 + n}) extend beyond the image height ${dims[1]}`);
+  if (s < dims[3]) throw rangeError('ERR_SHAPE', `${name}Stride (${s}) must be >= C (${dims[3]})`);
+  return [r0, n, s];
+}
+
+/** Nyström row range: rowBegin <= rowEnd, group >= 1, stride >= cols. */
+function checkRowGroups(rowBegin: unknown, rowEnd: unknown, cols: unknown, group: unknown, strideName: string,
+  stride: unknown): [number, number, number, number, number] {
+  const begin = checkNonNegativeInteger('rowBegin', rowBegin), end = checkNonNegativeInteger('rowEnd', rowEnd);
+  if (begin > end) throw rangeError('ERR_RANGE', `rowBegin (${begin}) must be <= rowEnd (${end})`);
+  const c = checkNonNegativeInteger('cols', cols), g = checkPositiveInteger('group', group);
+  const s = checkNonNegativeInteger(strideName, stride);
+  if (s < c) throw rangeError('ERR_SHAPE', `${strideName} (${s}) must be >= cols (${c})`);
+  return [begin, end, c, g, s];
+}
+
 /**
  * A CUDA device through one addon binding. Arguments are validated here (names in the
  * messages); sizes against buffer extents are checked again in C++, which throws ERR_SHAPE.
@@ -451,5 +517,82 @@ export class CudaDevice {
       handleOf('rstd', rstd), handleOf('gy', gy), handleOf('gx', gx), optionalHandle('gGamma', gGamma),
       optionalHandle('gBeta', gBeta), checkNonNegativeInteger('rows', rows), checkNonNegativeInteger('cols', cols),
       checkDtype(dtype));
+  }
+
+  /**
+   * Attention pooling over ragged bags (lib/native.ts bagPoolForward), float32: scores [T, K], h [T, L]
+   * (row stride hStride), offsets a host Int32Array [B + 1], mask a Uint8 buffer [T] (1 = valid) or null;
+   * writes attn [T, K] (masked softmax within each bag) and pooled [B, K, L] = Σ attn · h.
+   */
+  bagPoolForward(scores: Buf, h: Buf, offsets: Int32Array, mask: Buf | null, attn: Buf, pooled: Buf,
+    bags: number, total: number, heads: number, dim: number, hStride: number): void {
+    const B = checkNonNegativeInteger('bags', bags), T = checkNonNegativeInteger('total', total);
+    const L = checkNonNegativeInteger('dim', dim), stride = checkNonNegativeInteger('hStride', hStride);
+    if (stride < L) throw rangeError('ERR_SHAPE', `hStride (${stride}) must be >= dim (${L})`);
+    this.binding.cudaBagPoolForward(handleOf('scores', scores), handleOf('h', h), checkBagOffsets(offsets, B, T),
+      optionalHandle('mask', mask), handleOf('attn', attn), handleOf('pooled', pooled), B, T,
+      checkPositiveInteger('heads', heads), L, stride);
+  }
+
+  /**
+   * gradH [T, L] = Σ_k attn · gradPooled[b, k]; gradScores [T, K] = attn · (h·g − pooled·g); either may be
+   * null (lib/native.ts bagPoolBackward). attn and pooled are the forward's outputs.
+   */
+  bagPoolBackward(h: Buf, offsets: Int32Array, mask: Buf | null, attn: Buf, pooled: Buf, gradPooled: Buf,
+    gradH: Buf | null, gradScores: Buf | null, bags: number, total: number, heads: number, dim: number,
+    hStride: number): void {
+    const B = checkNonNegativeInteger('bags', bags), T = checkNonNegativeInteger('total', total);
+    const L = checkNonNegativeInteger('dim', dim), stride = checkNonNegativeInteger('hStride', hStride);
+    if (stride < L) throw rangeError('ERR_SHAPE', `hStride (${stride}) must be >= dim (${L})`);
+    this.binding.cudaBagPoolBackward(handleOf('h', h), checkBagOffsets(offsets, B, T), optionalHandle('mask', mask),
+      handleOf('attn', attn), handleOf('pooled', pooled), handleOf('gradPooled', gradPooled),
+      optionalHandle('gradH', gradH), optionalHandle('gradScores', gradScores), B, T,
+      checkPositiveInteger('heads', heads), L, stride);
+  }
+
+  /**
+   * Depthwise 2-D convolution, channels-last, same padding (lib/native.ts dwconv2dForward), float32:
+   * dims [B, H, W, C, kh, kw] (odd kernels), weight [C, kh, kw], bias [C] or null; each image buffer is
+   * (buffer, row0, rows, stride) holding image rows [row0, row0 + rows). Writes y rows [rowBegin, rowEnd).
+   */
+  dwconv2dForward(x: Buf, xRow0: number, xRows: number, xStride: number, weight: Buf, bias: Buf | null,
+    y: Buf, yRow0: number, yRows: number, yStride: number, dims: number[], rowBegin: number, rowEnd: number): void {
+    const d = checkDwconvDims(dims, rowBegin, rowEnd);
+    this.binding.cudaDwconv2dForward(handleOf('x', x), ...checkDwconvRows('x', d, xRow0, xRows, xStride),
+      handleOf('weight', weight), optionalHandle('bias', bias), handleOf('y', y),
+      ...checkDwconvRows('y', d, yRow0, yRows, yStride), d, rowBegin, rowEnd);
+  }
+
+  /** gx rows [rowBegin, rowEnd) of the input gradient (written); lib/native.ts dwconv2dBackwardInput. */
+  dwconv2dBackwardInput(gy: Buf, gyRow0: number, gyRows: number, gyStride: number, weight: Buf,
+    gx: Buf, gxRow0: number, gxRows: number, gxStride: number, dims: number[], rowBegin: number, rowEnd: number): void {
+    const d = checkDwconvDims(dims, rowBegin, rowEnd);
+    this.binding.cudaDwconv2dBackwardInput(handleOf('gy', gy), ...checkDwconvRows('gy', d, gyRow0, gyRows, gyStride),
+      handleOf('weight', weight), handleOf('gx', gx), ...checkDwconvRows('gx', d, gxRow0, gxRows, gxStride), d,
+      rowBegin, rowEnd);
+  }
+
+  /** gWeight [C, kh, kw] += and gBias [C] += over output rows [rowBegin, rowEnd); either may be null. */
+  dwconv2dBackwardWeight(x: Buf, xRow0: number, xRows: number, xStride: number, gy: Buf, gyRow0: number,
+    gyRows: number, gyStride: number, gWeight: Buf | null, gBias: Buf | null, dims: number[], rowBegin: number,
+    rowEnd: number): void {
+    const d = checkDwconvDims(dims, rowBegin, rowEnd);
+    this.binding.cudaDwconv2dBackwardWeight(handleOf('x', x), ...checkDwconvRows('x', d, xRow0, xRows, xStride),
+      handleOf('gy', gy), ...checkDwconvRows('gy', d, gyRow0, gyRows, gyStride), optionalHandle('gWeight', gWeight),
+      optionalHandle('gBias', gBias), d, rowBegin, rowEnd);
+  }
+
+  /** out[r / group, c] += Σ x[(r − rowBegin)·xStride + c] over rows [rowBegin, rowEnd); lib/native.ts groupRowSum. */
+  groupRowSum(x: Buf, xStride: number, rowBegin: number, rowEnd: number, cols: number, group: number, out: Buf): void {
+    const [begin, end, c, g, stride] = checkRowGroups(rowBegin, rowEnd, cols, group, 'xStride', xStride);
+    this.binding.cudaGroupRowSum(handleOf('x', x), stride, begin, end, c, g, handleOf('out', out));
+  }
+
+  /** out[(r − rowBegin)·outStride + c] (+)= alpha · g[r / group, c]; lib/native.ts groupRowBroadcast. */
+  groupRowBroadcast(g: Buf, rowBegin: number, rowEnd: number, cols: number, group: number, alpha: number,
+    out: Buf, outStride: number, accumulate: boolean): void {
+    const [begin, end, c, grp, stride] = checkRowGroups(rowBegin, rowEnd, cols, group, 'outStride', outStride);
+    this.binding.cudaGroupRowBroadcast(handleOf('g', g), begin, end, c, grp, checkFiniteNumber('alpha', alpha),
+      handleOf('out', out), stride, checkBoolean('accumulate', accumulate));
   }
 }

@@ -14,7 +14,8 @@ export type ErrorCode =
   | 'ERR_STATE_DICT'
   | 'ERR_UNSUPPORTED'
   | 'ERR_AUTOGRAD'
-  | 'ERR_NATIVE_LOAD';
+  | 'ERR_NATIVE_LOAD'
+  | 'ERR_BENCH_MISMATCH';
 
 export class MstarError extends Error {
   readonly code: ErrorCode;

@@ -22,7 +22,7 @@ export interface MemoryStats {
   peakBytes: number;
   liveAllocations: number;
   totalAllocations: number;
-  /** Freed large blocks (≥ 4 MiB) kept mapped for reuse; not part of bytesInUse. */
+  /** Freed large blocks (≥ 256 KiB) kept mapped for reuse; not part of bytesInUse. */
   cachedBytes: number;
 }
 

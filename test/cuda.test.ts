@@ -1,7 +1,9 @@
 /**
  * CUDA kernels (cuda/*.cu) against the CPU kernels of the same addon (cpp/ops), table-driven:
- * op × dtype (float32, bfloat16) × shape, odd sizes (1, 3, 65, 769) included, plus the device
- * runtime (buffers, views, copies through staging, caching allocator, budget, errors).
+ * op × dtype (float32, bfloat16) × shape, odd sizes (1, 3, 65, 769) included; the slide-level
+ * aggregation ops (bag pooling, depthwise conv, Nyström row groups; float32 only) with masks,
+ * empty and ragged bags, row chunks and strided views; plus the device runtime (buffers, views,
+ * copies through staging, caching allocator, budget, errors).
  *
  * The CUDA build (build-cuda/Release/mstar.node, `npm run build:cuda`) is loaded explicitly
  * and its CPU functions are the oracle, so both sides see the same inputs. bfloat16 cases
@@ -153,6 +155,7 @@ describe.skipIf(skipGpu !== null)(`CUDA parity${skipGpu === null ? '' : ` (skipp
     expect(info.devices!.length).toBeGreaterThan(0);
     console.log(`CUDA devices: ${JSON.stringify(info.devices)} runtime ${info.runtimeVersion} driver ${info.driverVersion}`);
     expect(device.supportedOps()).toContain('gemm');
+    expect(device.supportedOps()).toContain('bagPoolForward');
   });
 
   // ---- GEMM ----
@@ -425,6 +428,176 @@ describe.skipIf(skipGpu !== null)(`CUDA parity${skipGpu === null ? '' : ` (skipp
         DtypeCode.Float32), 'ERR_UNSUPPORTED');
       expectCode(() => device.attentionForward(x, x, x, zeros(128), lse, null, [1, 1, 2, 2, 32], [32, 32, 32],
         [32, 32, 32], [32, 32, 32], [32, 32, 32], 1), 'ERR_UNSUPPORTED');
+      release();
+    });
+  });
+
+  // ---- slide-level aggregation (float32 only, like the CPU kernels) ----
+  describe('bag pooling', () => {
+    interface BagCase { sizes: number[]; heads: number; dim: number; pad: number; mask: boolean; negInf?: boolean }
+    const CASES: BagCase[] = [
+      { sizes: [1], heads: 1, dim: 1, pad: 0, mask: false },
+      { sizes: [5, 0, 37, 3], heads: 3, dim: 65, pad: 2, mask: true }, // an empty bag, a fully masked last bag
+      { sizes: [65, 7], heads: 2, dim: 33, pad: 0, mask: false, negInf: true }, // a head with only −∞ scores
+      { sizes: [1100, 30], heads: 1, dim: 33, pad: 5, mask: true }, // a bag above 1024: block-per-bag softmax
+      { sizes: [4, 3], heads: 2, dim: 1030, pad: 0, mask: false }, // rows above 1024 columns
+      { sizes: [0, 0], heads: 2, dim: 3, pad: 0, mask: false }, // no instances: pooled is zero
+      { sizes: [769, 65, 1, 3], heads: 2, dim: 769, pad: 3, mask: true },
+      { sizes: [20000], heads: 1, dim: 512, pad: 0, mask: false }, // one slide-sized bag
+      { sizes: Array.from({ length: 64 }, (_, i) => 1 + ((i * 37) % 200)), heads: 3, dim: 128, pad: 0, mask: true },
+    ];
+    for (const c of CASES) {
+      const name = `bags ${c.sizes.length > 8 ? `${c.sizes.length} ragged` : `[${c.sizes.join(',')}]`} K${c.heads} ` +
+        `L${c.dim} pad${c.pad}${c.mask ? ' mask' : ''}${c.negInf ? ' −∞ head' : ''}`;
+      it(name, () => {
+        const B = c.sizes.length, K = c.heads, L = c.dim, hs = L + c.pad;
+        const offsets = new Int32Array(B + 1);
+        for (let i = 0; i < B; i++) offsets[i + 1] = offsets[i] + c.sizes[i];
+        const T = offsets[B];
+        const scores = randn(T * K, 30, 2);
+        if (c.negInf) for (let t = 0; t < offsets[1]; t++) scores[t * K] = Number.NEGATIVE_INFINITY;
+        const h = randn(T === 0 ? 0 : (T - 1) * hs + L, 31);
+        const gradPooled = randn(B * K * L, 32);
+        let mask: Uint8Array | null = null;
+        if (c.mask) {
+          mask = new Uint8Array(T).map((_, t) => (t % 4 === 3 ? 0 : 1));
+          mask.fill(0, offsets[B - 1]);
+        }
+        const attn = new Float32Array(T * K), pooled = new Float32Array(B * K * L);
+        b.bagPoolForward(scores, h, offsets, mask, attn, pooled, B, T, K, L, hs);
+        const dh = up(h), dmask = mask ? up8(mask) : null;
+        const dattn = up(new Float32Array(T * K).fill(Number.NaN)), dpooled = up(new Float32Array(B * K * L).fill(Number.NaN));
+        device.bagPoolForward(up(scores), dh, offsets, dmask, dattn, dpooled, B, T, K, L, hs);
+        const gotAttn = dattn.toFloat32(T * K), gotPooled = dpooled.toFloat32(B * K * L);
+        expectAllClose(gotAttn, attn, { atol: 1e-6, rtol: 1e-5, label: 'attn' });
+        expectAllClose(gotPooled, pooled, { atol: 1e-5, rtol: 1e-4, label: 'pooled' });
+
+        // Backward from the GPU's own forward outputs on both sides: only the backward kernels differ.
+        const gradH = new Float32Array(T * L), gradScores = new Float32Array(T * K);
+        b.bagPoolBackward(h, offsets, mask, gotAttn, gotPooled, gradPooled, gradH, gradScores, B, T, K, L, hs);
+        const dgh = zeros(T * L), dgs = zeros(T * K);
+        device.bagPoolBackward(dh, offsets, dmask, dattn, dpooled, up(gradPooled), dgh, dgs, B, T, K, L, hs);
+        expectAllClose(dgh.toFloat32(T * L), gradH, { atol: 1e-5, rtol: 1e-4, label: 'gradH' });
+        // h·g − M·g cancels: the error scales with the terms (√L), not with the difference.
+        expectAllClose(dgs.toFloat32(T * K), gradScores, { atol: 2e-5 * Math.sqrt(L + 1), rtol: 1e-4, label: 'gradScores' });
+        // Each output alone.
+        const dgs2 = zeros(T * K);
+        device.bagPoolBackward(dh, offsets, dmask, dattn, dpooled, up(gradPooled), null, dgs2, B, T, K, L, hs);
+        expectAllClose(dgs2.toFloat32(T * K), gradScores, { atol: 2e-5 * Math.sqrt(L + 1), rtol: 1e-4, label: 'gradScores alone' });
+        release();
+      });
+    }
+
+    it('rejects bad offsets and sizes with codes before launching', () => {
+      const x = zeros(16);
+      expectCode(() => device.bagPoolForward(x, x, Int32Array.of(0, 3, 2), null, x, x, 2, 4, 1, 2, 2), 'ERR_RANGE');
+      expectCode(() => device.bagPoolForward(x, x, Int32Array.of(0, 4), null, x, x, 2, 4, 1, 2, 2), 'ERR_SHAPE');
+      expectCode(() => device.bagPoolForward(x, x, [0, 4] as never, null, x, x, 1, 4, 1, 2, 2), 'ERR_ARGUMENT');
+      // Extents are checked in C++: h needs (T − 1)·hStride + dim = 21 floats.
+      expectCode(() => device.bagPoolForward(x, x, Int32Array.of(0, 4), null, x, x, 1, 4, 1, 3, 6), 'ERR_SHAPE');
+      expectCode(() => b.cudaBagPoolForward(x.handle, x.handle, Int32Array.of(0, 5), null, x.handle, x.handle, 1, 4, 1, 2,
+        2), 'ERR_RANGE');
+      release();
+    });
+  });
+
+  describe('dwconv2d', () => {
+    // [B, H, W, C, kh, kw], output rows [rowBegin, rowEnd), extra elements per pixel, bias.
+    const CASES: { dims: number[]; rows: [number, number]; pad: number; bias: boolean; label?: string }[] = [
+      { dims: [1, 1, 1, 1, 1, 1], rows: [0, 1], pad: 0, bias: false },
+      { dims: [2, 7, 5, 3, 3, 3], rows: [0, 7], pad: 0, bias: true },
+      { dims: [1, 9, 9, 37, 7, 7], rows: [2, 6], pad: 3, bias: true, label: 'row chunk' },
+      { dims: [1, 6, 6, 65, 5, 5], rows: [0, 6], pad: 0, bias: false },
+      { dims: [2, 20, 20, 5, 3, 3], rows: [3, 17], pad: 1, bias: true },
+      { dims: [1, 47, 47, 512, 7, 7], rows: [0, 47], pad: 0, bias: true, label: 'PPEG 7x7' },
+      { dims: [1, 4097, 1, 512, 33, 1], rows: [0, 4097], pad: 1024, bias: false, label: 'Nyström residual in fused qkv' },
+      { dims: [1, 4, 3, 2, 5, 3], rows: [4, 4], pad: 0, bias: true, label: 'empty range' },
+    ];
+    for (const c of CASES) {
+      const [B, H, W, C, kh, kw] = c.dims;
+      const [r0, r1] = c.rows;
+      const name = `B${B} H${H} W${W} C${C} ${kh}x${kw} rows [${r0}, ${r1}) stride ${C + c.pad}${c.bias ? ' bias' : ''}` +
+        `${c.label ? ` (${c.label})` : ''}`;
+      it(name, () => {
+        const ph = kh >> 1, stride = C + c.pad, taps = kh * kw;
+        // Inputs hold exactly the rows the call reaches; outputs exactly the rows it writes.
+        const in0 = Math.max(0, r0 - ph), in1 = Math.min(H, r1 + ph), outRows = r1 - r0;
+        const elems = (rows: number) => (B * rows * W === 0 ? 0 : (B * rows * W - 1) * stride + C);
+        const x = randn(elems(in1 - in0), 40), gyIn = randn(elems(in1 - in0), 41), gyOut = randn(elems(outRows), 42);
+        const weight = randn(C * taps, 43, 0.3), bias = c.bias ? randn(C, 44) : null;
+        const y = new Float32Array(elems(outRows)).fill(Number.NaN), gx = Float32Array.from(y);
+        const gWeight = new Float32Array(C * taps).fill(0.25), gBias = new Float32Array(C).fill(-0.5);
+        const dy = up(y), dgx = up(gx), dgw = up(gWeight), dgb = up(gBias);
+        b.dwconv2dForward(x, in0, in1 - in0, stride, weight, bias, y, r0, outRows, stride, c.dims, r0, r1);
+        b.dwconv2dBackwardInput(gyIn, in0, in1 - in0, stride, weight, gx, r0, outRows, stride, c.dims, r0, r1);
+        b.dwconv2dBackwardWeight(x, in0, in1 - in0, stride, gyOut, r0, outRows, stride, gWeight, gBias, c.dims, r0, r1);
+        const dx = up(x), dw = up(weight), dgyOut = up(gyOut);
+        device.dwconv2dForward(dx, in0, in1 - in0, stride, dw, bias ? up(bias) : null, dy, r0, outRows, stride, c.dims, r0, r1);
+        device.dwconv2dBackwardInput(up(gyIn), in0, in1 - in0, stride, dw, dgx, r0, outRows, stride, c.dims, r0, r1);
+        device.dwconv2dBackwardWeight(dx, in0, in1 - in0, stride, dgyOut, r0, outRows, stride, dgw, dgb, c.dims, r0, r1);
+        // NaN padding between pixels must stay NaN on both sides (neither written nor read).
+        expectAllClose(dy.toFloat32(y.length), y, { atol: 1e-5, rtol: 1e-5, label: 'y' });
+        expectAllClose(dgx.toFloat32(gx.length), gx, { atol: 1e-5, rtol: 1e-5, label: 'gx' });
+        // Sums over B·rows·W pixels in float32, in different orders on each side.
+        const ptol = 2e-5 * Math.sqrt(B * outRows * W + 1);
+        expectAllClose(dgw.toFloat32(gWeight.length), gWeight, { atol: ptol, rtol: 1e-5, label: 'gWeight' });
+        expectAllClose(dgb.toFloat32(C), gBias, { atol: ptol, rtol: 1e-5, label: 'gBias' });
+        // The bias gradient alone.
+        const dgb2 = up(new Float32Array(C).fill(-0.5));
+        device.dwconv2dBackwardWeight(dx, in0, in1 - in0, stride, dgyOut, r0, outRows, stride, null, dgb2, c.dims, r0, r1);
+        expectAllClose(dgb2.toFloat32(C), gBias, { atol: ptol, rtol: 1e-5, label: 'gBias alone' });
+        release();
+      });
+    }
+
+    it('rejects bad kernels, row ranges and buffers with codes before launching', () => {
+      const x = zeros(64), w = zeros(64);
+      expectCode(() => device.dwconv2dForward(x, 0, 4, 2, w, null, x, 0, 4, 2, [1, 4, 4, 2, 2, 3], 0, 4), 'ERR_SHAPE');
+      expectCode(() => device.dwconv2dForward(x, 0, 4, 2, w, null, x, 0, 4, 2, [1, 4, 4, 2, 3, 3], 0, 5), 'ERR_RANGE');
+      expectCode(() => device.dwconv2dForward(x, 0, 4, 1, w, null, x, 0, 4, 2, [1, 4, 4, 2, 3, 3], 0, 4), 'ERR_SHAPE');
+      // In C++: an input missing rows the taps reach, a buffer too small for its stride.
+      expectCode(() => device.dwconv2dForward(x, 1, 3, 2, w, null, x, 0, 4, 2, [1, 4, 4, 2, 3, 3], 0, 4), 'ERR_RANGE');
+      expectCode(() => device.dwconv2dBackwardInput(x, 0, 4, 5, w, x, 0, 4, 2, [1, 4, 4, 2, 3, 3], 0, 4), 'ERR_SHAPE');
+      release();
+    });
+  });
+
+  describe('Nyström row groups', () => {
+    const CASES: [number, number, number, number, number][] = [
+      // rowBegin, rowEnd, cols, group, stride
+      [0, 1, 1, 1, 1],
+      [5, 83, 33, 7, 97],
+      [0, 300, 65, 256, 68],
+      [130, 131, 3, 65, 3],
+      [0, 4097, 512, 17, 1536], // the q columns of a fused qkv, 256 landmarks
+      [4, 4, 5, 2, 5],
+    ];
+    for (const [r0, r1, cols, group, stride] of CASES) {
+      it(`rows [${r0}, ${r1}) cols ${cols} group ${group} stride ${stride}`, () => {
+        const rows = r1 - r0, groups = rows === 0 ? 0 : Math.floor((r1 - 1) / group) + 1;
+        const strided = rows === 0 ? 0 : (rows - 1) * stride + cols;
+        const x = randn(strided, 50), sums = randn(groups * cols, 51);
+        const dsums = up(sums);
+        b.groupRowSum(x, stride, r0, r1, cols, group, sums);
+        device.groupRowSum(up(x), stride, r0, r1, cols, group, dsums);
+        expectAllClose(dsums.toFloat32(sums.length), sums, { atol: 1e-5 * Math.sqrt(group + 1), rtol: 1e-5, label: 'sums' });
+        for (const accumulate of [false, true]) {
+          const g = randn(groups * cols, 52), out = randn(strided, 53);
+          const dout = up(out);
+          b.groupRowBroadcast(g, r0, r1, cols, group, 0.75, out, stride, accumulate);
+          device.groupRowBroadcast(up(g), r0, r1, cols, group, 0.75, dout, stride, accumulate);
+          expectAllClose(dout.toFloat32(out.length), out, { atol: 1e-6, rtol: 1e-6, label: `broadcast ${accumulate}` });
+        }
+        release();
+      });
+    }
+
+    it('rejects bad ranges and too-small buffers with codes', () => {
+      const x = zeros(10), small = zeros(8);
+      expectCode(() => device.groupRowSum(x, 2, 3, 2, 2, 1, x), 'ERR_RANGE');
+      expectCode(() => device.groupRowSum(x, 2, 0, 2, 2, 0, x), 'ERR_ARGUMENT');
+      expectCode(() => device.groupRowBroadcast(x, 0, 2, 3, 1, 1, x, 2, false), 'ERR_SHAPE');
+      expectCode(() => device.groupRowSum(x, 2, 0, 5, 2, 1, small), 'ERR_SHAPE'); // in C++: out needs 10 floats
       release();
     });
   });

@@ -1,5 +1,5 @@
 /**
- * Real-format slides built inside the tests: H&E pixels from test/fixtures/patch.png
+ * Real-format slides built inside the tests: H&E pixels from test/fixtures/preprocess/patch.png
  * tiled over part of a white canvas, saved as a libvips pyramidal TIFF (sharp) or
  * as a hand-laid TIFF (uncompressed, tiled or stripped pages, optional SubIFDs and
  * ImageDescription) shaped like an Aperio SVS.
@@ -24,9 +24,9 @@ export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** test/fixtures/patch.png as RGB (512 × 512 H&E). */
+/** test/fixtures/preprocess/patch.png as RGB (512 × 512 H&E). */
 export async function loadPatch(): Promise<Raw> {
-  const { data, info } = await sharp(join(here, 'fixtures/patch.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  const { data, info } = await sharp(join(here, 'fixtures/preprocess/patch.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
   return { width: info.width, height: info.height, data: new Uint8Array(data) };
 }
 

@@ -1,8 +1,9 @@
 /**
  * A small pass over every CUDA kernel and code path, for compute-sanitizer (memcheck,
  * racecheck): odd sizes that exercise tile edges, both GEMM load paths (16-byte vectors
- * and scalar), every transpose, both row-kernel shapes (warp per row, block per row) and
- * the layer-norm parameter-gradient reduction. It checks nothing itself; the sanitizer does.
+ * and scalar), every transpose, both row-kernel shapes (warp per row, block per row), the
+ * layer-norm parameter-gradient reduction and the slide-level aggregation ops. It checks
+ * nothing itself; the sanitizer does.
  *
  *   MSTAR_CUDA_CACHING=0 compute-sanitizer --tool memcheck --error-exitcode 99 node --import tsx bench/gpu/smoke.ts
  *
@@ -62,6 +63,28 @@ for (const d of [64, 128]) {
 }
 device.gemm(buf(4 * 64, DtypeCode.Float32), buf(64 * 8, DtypeCode.Float32), buf(4 * 8, DtypeCode.Float32), null, 1, 4, 8,
   64, false, false, 64, 8, 8, 0, 0, 0, 1, 0, Activation.None, DtypeCode.Float32, GemmMath.Tf32);
+{
+  // Slide-level aggregation (float32): ragged bags with an empty and a fully masked bag, a bag
+  // above 1024 rows; a depthwise conv row chunk with a strided view; Nyström groups over a row range.
+  const f = DtypeCode.Float32;
+  const offsets = Int32Array.of(0, 5, 5, 1105, 1108);
+  const [B, T, K, L, hs] = [4, 1108, 2, 65, 67];
+  const mask = device.upload(new Uint8Array(T).map((_, t) => (t >= 1105 || t % 4 === 3 ? 0 : 1)));
+  live.push(mask);
+  const h = buf((T - 1) * hs + L, f), attn = buf(T * K, f), pooled = buf(B * K * L, f);
+  device.bagPoolForward(buf(T * K, f), h, offsets, mask, attn, pooled, B, T, K, L, hs);
+  device.bagPoolBackward(h, offsets, mask, attn, pooled, buf(B * K * L, f), buf(T * L, f), buf(T * K, f), B, T, K, L, hs);
+  const dims = [2, 9, 9, 37, 7, 7], stride = 40, pixels = (rows: number) => (2 * rows * 9 - 1) * stride + 37;
+  // Output rows [2, 6): the inputs hold rows [0, 9), the outputs rows [2, 6).
+  device.dwconv2dForward(buf(pixels(9), f), 0, 9, stride, buf(37 * 49, f), buf(37, f), buf(pixels(4), f), 2, 4, stride,
+    dims, 2, 6);
+  device.dwconv2dBackwardInput(buf(pixels(9), f), 0, 9, stride, buf(37 * 49, f), buf(pixels(4), f), 2, 4, stride, dims, 2, 6);
+  device.dwconv2dBackwardWeight(buf(pixels(9), f), 0, 9, stride, buf(pixels(4), f), 2, 4, stride, buf(37 * 49, f),
+    buf(37, f), dims, 2, 6);
+  // Rows [5, 83) of a fused qkv (stride 97), groups of 7.
+  device.groupRowSum(buf(77 * 97 + 33, f), 97, 5, 83, 33, 7, buf(12 * 33, f));
+  device.groupRowBroadcast(buf(12 * 33, f), 5, 83, 33, 7, 0.5, buf(77 * 97 + 33, f), 97, true);
+}
 device.synchronize();
 for (const b of live) b.dispose();
 console.log(`smoke: ok (${live.length} buffers), memory ${JSON.stringify(device.memoryStats())}`);

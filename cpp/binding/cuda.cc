@@ -14,9 +14,12 @@
 
 #ifdef MSTAR_WITH_CUDA
 #include "../../cuda/attention.cuh"
+#include "../../cuda/bag_pool.cuh"
+#include "../../cuda/dwconv2d.cuh"
 #include "../../cuda/elementwise.cuh"
 #include "../../cuda/gemm.cuh"
 #include "../../cuda/layernorm.cuh"
+#include "../../cuda/nystrom.cuh"
 #include "../../cuda/runtime.cuh"
 #include "../../cuda/softmax.cuh"
 #endif
@@ -146,9 +149,22 @@ MSTAR_BINDING(cudaInfo) {
 // cudaSupportedOps() -> names of the ops this backend runs (the rest run on the CPU).
 MSTAR_BINDING(cudaSupportedOps) {
   Napi::Env env = info.Env();
-  static const char* const kOps[] = {"gemm",          "unaryForward",    "unaryBackward",
-                                     "binaryForward", "softmaxForward",  "softmaxBackward",
-                                     "layerNormForward", "layerNormBackward", "attentionForward"};
+  static const char* const kOps[] = {"gemm",
+                                     "unaryForward",
+                                     "unaryBackward",
+                                     "binaryForward",
+                                     "softmaxForward",
+                                     "softmaxBackward",
+                                     "layerNormForward",
+                                     "layerNormBackward",
+                                     "attentionForward",
+                                     "bagPoolForward",
+                                     "bagPoolBackward",
+                                     "dwconv2dForward",
+                                     "dwconv2dBackwardInput",
+                                     "dwconv2dBackwardWeight",
+                                     "groupRowSum",
+                                     "groupRowBroadcast"};
   Napi::Array out = Napi::Array::New(env, sizeof(kOps) / sizeof(kOps[0]));
   for (uint32_t i = 0; i < sizeof(kOps) / sizeof(kOps[0]); ++i) out.Set(i, Napi::String::New(env, kOps[i]));
   return out;
@@ -406,6 +422,150 @@ MSTAR_BINDING(cudaAttentionForward) {
   p.out_strides = arg_attention_strides(info, 10, "outStrides");
   p.scale = static_cast<float>(arg_number(info, 11, "scale"));
   cu::attention_forward(p);
+  return info.Env().Undefined();
+}
+
+// ---- slide-level aggregation (float32 only, like the CPU kernels) ---------------------
+
+namespace {
+
+// A uint8 device buffer (one byte per element), null or undefined = absent.
+cu::DeviceSpan arg_bytes_optional(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  if (index >= info.Length() || info[index].IsNull() || info[index].IsUndefined()) return {};
+  const cu::DeviceBuffer& buffer = arg_buffer(info, index, name);
+  return {buffer.data(), static_cast<int64_t>(buffer.bytes())};
+}
+
+// Bag offsets stay on the host (an Int32Array, as for the CPU kernel); cuda/bag_pool.cu checks them.
+std::vector<int64_t> arg_offsets(const Napi::CallbackInfo& info, size_t index) {
+  const I32Span offsets = arg_i32(info, index, "offsets");
+  return std::vector<int64_t>(offsets.data, offsets.data + offsets.length);
+}
+
+// bags, total, heads, dim, hStride from `first` on.
+void read_bag_sizes(const Napi::CallbackInfo& info, size_t first, cu::BagPoolParams& p) {
+  p.bags = arg_size(info, first, "bags");
+  p.total = arg_size(info, first + 1, "total");
+  p.heads = arg_size(info, first + 2, "heads");
+  p.dim = arg_size(info, first + 3, "dim");
+  p.h_stride = arg_size(info, first + 4, "hStride");
+}
+
+}  // namespace
+
+// cudaBagPoolForward(scores, h, offsets: Int32Array, mask | null, attn, pooled, bags, total, heads, dim, hStride)
+// mask is a uint8 device buffer [total].
+MSTAR_BINDING(cudaBagPoolForward) {
+  const cu::Dtype f32 = cu::Dtype::F32;
+  cu::BagPoolParams p;
+  p.scores = arg_span(info, 0, "scores", f32);
+  p.h = arg_span(info, 1, "h", f32);
+  p.offsets = arg_offsets(info, 2);
+  p.mask = arg_bytes_optional(info, 3, "mask");
+  p.attn = arg_span(info, 4, "attn", f32);
+  p.pooled = arg_span(info, 5, "pooled", f32);
+  read_bag_sizes(info, 6, p);
+  cu::bag_pool_forward(p);
+  return info.Env().Undefined();
+}
+
+// cudaBagPoolBackward(h, offsets: Int32Array, mask | null, attn, pooled, gradPooled, gradH | null, gradScores | null,
+//                     bags, total, heads, dim, hStride)
+MSTAR_BINDING(cudaBagPoolBackward) {
+  const cu::Dtype f32 = cu::Dtype::F32;
+  cu::BagPoolParams p;
+  p.h = arg_span(info, 0, "h", f32);
+  p.offsets = arg_offsets(info, 1);
+  p.mask = arg_bytes_optional(info, 2, "mask");
+  p.attn = arg_span(info, 3, "attn", f32);
+  p.pooled = arg_span(info, 4, "pooled", f32);
+  p.grad_pooled = arg_span(info, 5, "gradPooled", f32);
+  p.grad_h = arg_span_optional(info, 6, "gradH", f32);
+  p.grad_scores = arg_span_optional(info, 7, "gradScores", f32);
+  read_bag_sizes(info, 8, p);
+  cu::bag_pool_backward(p);
+  return info.Env().Undefined();
+}
+
+namespace {
+
+// dims = [B, H, W, C, kh, kw] at `index`, then rowBegin, rowEnd.
+cu::DwConv2dParams arg_dwconv_params(const Napi::CallbackInfo& info, size_t index) {
+  const std::vector<int64_t> d = arg_sizes(info, index, "dims");
+  if (d.size() != 6) throw_js(info.Env(), "ERR_SHAPE", "dims must be [B, H, W, C, kh, kw]", true);
+  cu::DwConv2dParams p;
+  p.batch = d[0];
+  p.height = d[1];
+  p.width = d[2];
+  p.channels = d[3];
+  p.kernel_h = d[4];
+  p.kernel_w = d[5];
+  p.row_begin = arg_size(info, index + 1, "rowBegin");
+  p.row_end = arg_size(info, index + 2, "rowEnd");
+  return p;
+}
+
+// (buffer, row0, rows, stride) at consecutive indices.
+cu::DwConvBuffer arg_dwconv_buffer(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  cu::DwConvBuffer buf;
+  buf.data = arg_span(info, index, name, cu::Dtype::F32);
+  buf.row0 = arg_size(info, index + 1, "row0");
+  buf.rows = arg_size(info, index + 2, "rows");
+  buf.stride = arg_size(info, index + 3, "stride");
+  return buf;
+}
+
+}  // namespace
+
+// cudaDwconv2dForward(x, xRow0, xRows, xStride, weight, bias | null, y, yRow0, yRows, yStride, dims, rowBegin, rowEnd)
+MSTAR_BINDING(cudaDwconv2dForward) {
+  cu::DwConv2dParams p = arg_dwconv_params(info, 10);
+  const cu::DwConvBuffer x = arg_dwconv_buffer(info, 0, "x");
+  p.weight = arg_span(info, 4, "weight", cu::Dtype::F32);
+  p.bias = arg_span_optional(info, 5, "bias", cu::Dtype::F32);
+  const cu::DwConvBuffer y = arg_dwconv_buffer(info, 6, "y");
+  cu::dwconv2d_forward(p, x, y);
+  return info.Env().Undefined();
+}
+
+// cudaDwconv2dBackwardInput(gy, gyRow0, gyRows, gyStride, weight, gx, gxRow0, gxRows, gxStride, dims, rowBegin,
+//                           rowEnd)
+MSTAR_BINDING(cudaDwconv2dBackwardInput) {
+  cu::DwConv2dParams p = arg_dwconv_params(info, 9);
+  const cu::DwConvBuffer gy = arg_dwconv_buffer(info, 0, "gy");
+  p.weight = arg_span(info, 4, "weight", cu::Dtype::F32);
+  const cu::DwConvBuffer gx = arg_dwconv_buffer(info, 5, "gx");
+  cu::dwconv2d_backward_input(p, gy, gx);
+  return info.Env().Undefined();
+}
+
+// cudaDwconv2dBackwardWeight(x, xRow0, xRows, xStride, gy, gyRow0, gyRows, gyStride, gWeight | null, gBias | null,
+//                            dims, rowBegin, rowEnd)
+MSTAR_BINDING(cudaDwconv2dBackwardWeight) {
+  cu::DwConv2dParams p = arg_dwconv_params(info, 10);
+  const cu::DwConvBuffer x = arg_dwconv_buffer(info, 0, "x");
+  const cu::DwConvBuffer gy = arg_dwconv_buffer(info, 4, "gy");
+  cu::dwconv2d_backward_weight(p, x, gy, arg_span_optional(info, 8, "gWeight", cu::Dtype::F32),
+                               arg_span_optional(info, 9, "gBias", cu::Dtype::F32));
+  return info.Env().Undefined();
+}
+
+// cudaGroupRowSum(x, xStride, rowBegin, rowEnd, cols, group, out)
+MSTAR_BINDING(cudaGroupRowSum) {
+  const cu::Dtype f32 = cu::Dtype::F32;
+  cu::group_row_sum(arg_span(info, 0, "x", f32), arg_size(info, 1, "xStride"), arg_size(info, 2, "rowBegin"),
+                    arg_size(info, 3, "rowEnd"), arg_size(info, 4, "cols"), arg_size(info, 5, "group"),
+                    arg_span(info, 6, "out", f32));
+  return info.Env().Undefined();
+}
+
+// cudaGroupRowBroadcast(g, rowBegin, rowEnd, cols, group, alpha, out, outStride, accumulate)
+MSTAR_BINDING(cudaGroupRowBroadcast) {
+  const cu::Dtype f32 = cu::Dtype::F32;
+  cu::group_row_broadcast(arg_span(info, 0, "g", f32), arg_size(info, 1, "rowBegin"), arg_size(info, 2, "rowEnd"),
+                          arg_size(info, 3, "cols"), arg_size(info, 4, "group"),
+                          static_cast<float>(arg_number(info, 5, "alpha")), arg_span(info, 6, "out", f32),
+                          arg_size(info, 7, "outStride"), arg_bool(info, 8, "accumulate"));
   return info.Env().Undefined();
 }
 

@@ -25,18 +25,28 @@ void raise_peak(int64_t now) {
 }
 
 // ---- large blocks ----
-// Blocks of at least kLargeBlockBytes are mapped directly, 2 MiB aligned and marked
-// MADV_HUGEPAGE, so the kernel backs them with transparent huge pages: first touch
-// costs one fault per 2 MiB instead of one per 4 KiB (on virtual machines a 4 KiB
-// fault can cost microseconds, which made a fresh 60 MB activation cost ~250 ms).
-// Freed large blocks are kept in a bounded cache and handed out again to requests
-// of nearly the same size, so steady-state inference and training fault nothing.
+// Blocks of at least kLargeBlockBytes are mapped directly and, once freed, kept in a
+// bounded cache and handed out again to requests of nearly the same size, so
+// steady-state inference and training fault nothing in (malloc would map and unmap
+// them on every call: on virtual machines a 4 KiB fault can cost microseconds, and a
+// fresh 60 MB activation cost ~250 ms). Blocks of kHugeBlockBytes and more are 2 MiB
+// aligned and marked MADV_HUGEPAGE, so the kernel backs them with transparent huge
+// pages: one fault per 2 MiB instead of one per 4 KiB.
 constexpr size_t kHugePage = size_t{2} << 20;
-constexpr size_t kLargeBlockBytes = size_t{4} << 20;
+constexpr size_t kLargeBlockBytes = size_t{256} << 10;
+constexpr size_t kHugeBlockBytes = size_t{4} << 20;
+constexpr size_t kLargeGranule = size_t{64} << 10;
 
 size_t round_up(size_t bytes, size_t to) { return (bytes + to - 1) / to * to; }
 
+// The mapped size of a large block holding `bytes`.
+size_t mapped_size(size_t bytes) { return round_up(bytes, bytes >= kHugeBlockBytes ? kHugePage : kLargeGranule); }
+
 void* map_large(size_t mapped) {
+  if (mapped < kHugeBlockBytes) {
+    void* ptr = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return ptr == MAP_FAILED ? nullptr : ptr;
+  }
   // Over-map by one huge page, then trim to a 2 MiB-aligned range of `mapped` bytes.
   size_t span = mapped + kHugePage;
   void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -83,7 +93,7 @@ void trim_cache_locked(size_t limit) {
 
 // Sets *fresh when the block is newly mapped (and so already zero).
 void* alloc_large(size_t bytes, bool* fresh) {
-  size_t mapped = round_up(bytes, kHugePage);
+  size_t mapped = mapped_size(bytes);
   std::unique_lock<std::mutex> lock(g_large_mutex);
   auto hit = g_cache.lower_bound(mapped);
   if (hit != g_cache.end() && hit->first <= mapped + mapped / 8) {

@@ -22,8 +22,8 @@ void* host_alloc(size_t bytes, bool zero);
 void host_free(void* ptr, size_t bytes);
 MemoryStats memory_stats();
 void reset_peak_bytes();
-// Large blocks (>= 4 MiB) are mapped with transparent huge pages, and up to a limit of
-// freed ones are cached for reuse (default 1 GiB, or MSTAR_HOST_CACHE_MB). Sets the
+// Large blocks (>= 256 KiB) are mapped directly (>= 4 MiB: with transparent huge pages),
+// and up to a limit of freed ones are cached for reuse (default 1 GiB, or MSTAR_HOST_CACHE_MB). Sets the
 // limit, unmapping cached blocks beyond it (0 empties the cache); returns the old one.
 size_t set_host_cache_limit(size_t bytes);
 

@@ -4,13 +4,10 @@
  * killed run never leaves a truncated file under the final name.
  */
 import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { temporaryPathFor } from './files.js';
 
-/** A fresh temporary path next to `path` (same folder, hidden, unique). */
-export function temporaryPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-}
+export { temporaryPathFor };
 
 /**
  * Runs `write(tmp)` (which must create the file at `tmp`, synchronously or not), then
@@ -34,8 +31,8 @@ export async function writeFileAtomically(path: string, data: Uint8Array | strin
   await writeAtomically(path, (tmp) => writeFileSync(tmp, data));
 }
 
-/** Temporary names `temporaryPathFor` (`.NAME.PID.HEX.tmp`) and lib/io/files.ts (`NAME.tmp-PID`) leave when killed. */
-const TEMPORARY_NAMES = [/^\.(.+)\.(\d+)\.[0-9a-f]+\.tmp$/, /^(.+)\.tmp-(\d+)$/];
+/** The temporary names `temporaryPathFor` makes (`.NAME.PID.HEX.tmp`), which killed writers leave. */
+const TEMPORARY_NAME = /^\.(.+)\.(\d+)\.[0-9a-f]+\.tmp$/;
 
 function processAlive(pid: number): boolean {
   try {
@@ -47,7 +44,7 @@ function processAlive(pid: number): boolean {
 }
 
 /**
- * Removes the temporary files that killed writers (of this module or lib/io/files.ts)
+ * Removes the temporary files that killed writers (this module's and lib/io/files.ts's)
  * left in `dir`, skipping those of processes still running. Returns the paths removed.
  */
 export function removeStaleTemporaries(dir: string): string[] {
@@ -59,15 +56,12 @@ export function removeStaleTemporaries(dir: string): string[] {
     return removed;
   }
   for (const name of names) {
-    for (const pattern of TEMPORARY_NAMES) {
-      const m = pattern.exec(name);
-      if (!m) continue;
-      const pid = Number(m[2]);
-      if (pid === process.pid || processAlive(pid)) break; // a write that may still be running
-      rmSync(join(dir, name), { force: true });
-      removed.push(join(dir, name));
-      break;
-    }
+    const m = TEMPORARY_NAME.exec(name);
+    if (!m) continue;
+    const pid = Number(m[2]);
+    if (pid === process.pid || processAlive(pid)) continue; // a write that may still be running
+    rmSync(join(dir, name), { force: true });
+    removed.push(join(dir, name));
   }
   return removed;
 }

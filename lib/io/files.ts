@@ -8,12 +8,14 @@
  * 64 MiB and more are mapped by the addon instead (private copy-on-write pages straight
  * from the page cache: no fresh memory to fault in, no copy), which halves the time
  * to load a 1.2 GB checkpoint; `releaseFileBytes` unmaps at once instead of at GC.
- * Writes: chunks go to `<path>.tmp-<pid>`, which is renamed over `path` only when
+ * Writes: chunks go to a temporary name beside `path` (`temporaryPathFor`), renamed over it only when
  * complete, so a crash or an error never leaves a half-written checkpoint behind
  * (no fsync: like the safetensors reference, durability is left to the OS).
  */
 import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
 import { native } from '../native.js';
 import { FormatError } from './errors.js';
 import type { HostTensor } from './host-tensor.js';
@@ -73,13 +75,18 @@ export function releaseFileBytes(tensors: Iterable<HostTensor>): void {
 /** Receives the bytes of a file being written, in order. */
 export type ByteSink = (chunk: Uint8Array) => void;
 
+/** A fresh temporary path next to `path`: same folder, hidden, `.NAME.PID.HEX.tmp`. */
+export function temporaryPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
 /**
  * Writes a file atomically: `produce` emits its bytes into a sink backed by
- * `<path>.tmp-<pid>`, which is renamed to `path` once `produce` returns. On any
+ * `temporaryPathFor(path)`, which is renamed to `path` once `produce` returns. On any
  * error the temporary file is removed and the error rethrown; `path` is untouched.
  */
 export function writeFileAtomic(path: string, produce: (sink: ByteSink) => void): void {
-  const temporaryPath = `${path}.tmp-${process.pid}`;
+  const temporaryPath = temporaryPathFor(path);
   const fd = openSync(temporaryPath, 'w');
   let closed = false;
   try {

@@ -751,7 +751,7 @@ function stateDictZipEntries(tensors: NamedTensors, options: TorchWriteOptions):
 /**
  * Writes `tensors` as a zip-format `.pth` that `torch.load(path, weights_only=True)`
  * returns as an OrderedDict of contiguous CPU tensors. Atomic: written to
- * `<path>.tmp-<pid>` then renamed. Tensor bytes are streamed from the HostTensors
+ * a temporary name beside it, then renamed. Tensor bytes are streamed from the HostTensors
  * (no copy of the whole file in memory).
  */
 export function writeTorchCheckpoint(path: string, tensors: NamedTensors, options: TorchWriteOptions = {}): void {

@@ -2,6 +2,7 @@
 // memory is exact-size host memory (so AddressSanitizer sees every overrun), the stream
 // is a dummy, launches are checked by the emulator itself.
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -36,6 +37,11 @@ void device_free(void* ptr) noexcept {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_live.erase(ptr) != 0) std::free(ptr);
+}
+
+// Copies are plain memcpy: the emulated stream runs every launch to completion.
+void copy_to_device(void* dst, const void* src, size_t bytes) {
+  if (bytes != 0) std::memcpy(dst, src, bytes);
 }
 
 // Live emulated allocations, for leak checks in the driver.

@@ -2,11 +2,16 @@
 // GEMM (every transpose, float32 via 3xTF32 and TF32, bfloat16, vector and scalar load
 // paths, batches with broadcast, alpha/beta/bias/activation), unary and broadcast binary
 // ops, softmax and layer norm forward and backward, flash attention forward (masks, fused
-// qkv strides, Nk = 0), odd sizes included.
+// qkv strides, Nk = 0), ragged-bag attention pooling forward and backward (masks, empty
+// and fully masked bags, −Infinity scores), depthwise conv forward and both backward
+// passes (row chunks, strided views, 33×1 and 7×7 kernels), Nyström group sums and
+// broadcasts (row ranges, strided rows), odd sizes included.
 // What it proves: the kernels' indexing, tiling, pipelining and fragment arithmetic are
 // right under the PTX semantics as emu.h states them. What it cannot: timing, real
 // memory-model races, compiler or hardware behaviour; test/cuda.test.ts on a GPU does that.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -14,10 +19,13 @@
 #include <vector>
 
 #include "../../../cuda/attention.cuh"
+#include "../../../cuda/bag_pool.cuh"
 #include "../../../cuda/common.cuh"
+#include "../../../cuda/dwconv2d.cuh"
 #include "../../../cuda/elementwise.cuh"
 #include "../../../cuda/gemm.cuh"
 #include "../../../cuda/layernorm.cuh"
+#include "../../../cuda/nystrom.cuh"
 #include "../../../cuda/softmax.cuh"
 
 namespace mstar::cuda {
@@ -75,7 +83,7 @@ void expect_close(const std::string& label, const Buffer& got, const std::vector
                   double rtol) {
   ++g_checks;
   int bad = 0;
-  double worst = 0;
+  double worst = 0, max_err = 0;
   for (int64_t i = 0; i < got.n; ++i) {
     const double w = want[static_cast<size_t>(i)], g = got.get(i);
     if (!std::isfinite(w)) {  // infinities must match exactly, NaN must stay NaN
@@ -86,6 +94,7 @@ void expect_close(const std::string& label, const Buffer& got, const std::vector
       continue;
     }
     const double err = std::fabs(g - w);
+    max_err = std::fmax(max_err, std::isnan(err) ? INFINITY : err);
     if (!(err <= atol + rtol * std::fabs(w))) {
       if (bad < 5) std::printf("    [%lld] got %.7g want %.7g\n", static_cast<long long>(i), g, w);
       ++bad;
@@ -97,8 +106,26 @@ void expect_close(const std::string& label, const Buffer& got, const std::vector
     std::printf("FAIL %s: %d of %lld mismatches (worst %.3g)\n", label.c_str(), bad, static_cast<long long>(got.n),
                 worst);
   } else {
-    std::printf("ok   %s\n", label.c_str());
+    std::printf("ok   %s (max abs err %.2g)\n", label.c_str(), max_err);
   }
+}
+
+// fn must throw mstar::Error with `code` (arguments are checked before any launch).
+void expect_error(const char* label, ErrorCode code, const std::function<void()>& fn) {
+  ++g_checks;
+  try {
+    fn();
+  } catch (const mstar::Error& e) {
+    if (e.code() == code) {
+      std::printf("ok   %s (%s)\n", label, e.what());
+      return;
+    }
+    std::printf("FAIL %s: wrong code %s (%s)\n", label, error_code_name(e.code()), e.what());
+    ++g_failures;
+    return;
+  }
+  std::printf("FAIL %s: no error\n", label);
+  ++g_failures;
 }
 
 // ---- gemm ---------------------------------------------------------------------------
@@ -244,22 +271,6 @@ void test_gemm() {
   }
 
   // Arguments are checked before anything is launched.
-  auto expect_error = [](const char* label, ErrorCode code, const std::function<void()>& fn) {
-    ++g_checks;
-    try {
-      fn();
-    } catch (const mstar::Error& e) {
-      if (e.code() == code) {
-        std::printf("ok   %s (%s)\n", label, e.what());
-        return;
-      }
-      std::printf("FAIL %s: wrong code %s (%s)\n", label, error_code_name(e.code()), e.what());
-      ++g_failures;
-      return;
-    }
-    std::printf("FAIL %s: no error\n", label);
-    ++g_failures;
-  };
   Buffer small(Dtype::F32, 10), out(Dtype::F32, 100);
   GemmParams bad;
   bad.a = small.span();
@@ -586,6 +597,356 @@ void test_attention() {
   for (const AttentionCase& c : cases) run_attention_case(c);
 }
 
+// ---- bag pooling --------------------------------------------------------------------------
+
+// Uint8 "device" memory for masks.
+struct ByteBuffer {
+  std::vector<uint8_t> host;
+  void* data;
+  explicit ByteBuffer(const std::vector<uint8_t>& values)
+      : host(values), data(device_malloc(values.size())) {
+    if (!values.empty()) std::memcpy(data, values.data(), values.size());
+  }
+  ~ByteBuffer() { device_free(data); }
+  ByteBuffer(const ByteBuffer&) = delete;
+  DeviceSpan span() const { return {data, static_cast<int64_t>(host.size())}; }
+};
+
+struct BagPoolCase {
+  std::vector<int64_t> bag_sizes;
+  int64_t heads, dim, h_pad;
+  bool mask;            // every 4th instance masked, and the last bag entirely
+  bool neg_inf_head;    // head 0 of bag 0 has only −Infinity scores
+};
+
+void run_bag_pool_case(const BagPoolCase& t) {
+  BagPoolParams p;
+  p.bags = static_cast<int64_t>(t.bag_sizes.size());
+  p.offsets.assign(1, 0);
+  for (int64_t size : t.bag_sizes) p.offsets.push_back(p.offsets.back() + size);
+  p.total = p.offsets.back();
+  p.heads = t.heads;
+  p.dim = t.dim;
+  p.h_stride = t.dim + t.h_pad;
+  const int64_t B = p.bags, T = p.total, K = p.heads, L = p.dim;
+  Buffer scores(Dtype::F32, T * K), h(Dtype::F32, T == 0 ? 0 : (T - 1) * p.h_stride + L);
+  Buffer attn(Dtype::F32, T * K), pooled(Dtype::F32, B * K * L), grad_pooled(Dtype::F32, B * K * L);
+  Buffer grad_h(Dtype::F32, T * L), grad_scores(Dtype::F32, T * K);
+  scores.fill_random(-3, 3);
+  h.fill_random();
+  grad_pooled.fill_random();
+  attn.fill(NAN);  // every entry must be written
+  pooled.fill(NAN);
+  grad_h.fill(NAN);
+  grad_scores.fill(NAN);
+  if (t.neg_inf_head && B > 0) {
+    for (int64_t i = p.offsets[0]; i < p.offsets[1]; ++i) scores.set(i * K, -INFINITY);
+  }
+  std::vector<uint8_t> valid(static_cast<size_t>(T), 1);
+  if (t.mask) {
+    for (int64_t i = 0; i < T; ++i) valid[static_cast<size_t>(i)] = i % 4 != 3;
+    for (int64_t i = p.offsets[B - 1]; i < T; ++i) valid[static_cast<size_t>(i)] = 0;
+  }
+  ByteBuffer mask(valid);
+  if (t.mask) p.mask = mask.span();
+  p.scores = scores.span();
+  p.h = h.span();
+  p.attn = attn.span();
+  p.pooled = pooled.span();
+  p.grad_pooled = grad_pooled.span();
+  p.grad_h = grad_h.span();
+  p.grad_scores = grad_scores.span();
+  bag_pool_forward(p);
+  bag_pool_backward(p);
+
+  // Forward reference in float64. The backward reference starts from the kernel's own
+  // attn and pooled, so only the backward kernels are under test there.
+  std::vector<double> want_attn(static_cast<size_t>(T * K)), want_pooled(static_cast<size_t>(B * K * L));
+  std::vector<double> want_gh(static_cast<size_t>(T * L)), want_gs(static_cast<size_t>(T * K));
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t begin = p.offsets[b], end = p.offsets[b + 1];
+    for (int64_t k = 0; k < K; ++k) {
+      double mx = -INFINITY, sum = 0, centre = 0;
+      for (int64_t i = begin; i < end; ++i)
+        if (valid[static_cast<size_t>(i)]) mx = std::fmax(mx, scores.get(i * K + k));
+      for (int64_t i = begin; i < end; ++i)
+        if (valid[static_cast<size_t>(i)] && mx != -INFINITY) sum += std::exp(scores.get(i * K + k) - mx);
+      for (int64_t i = begin; i < end; ++i) {
+        const bool use = valid[static_cast<size_t>(i)] && sum > 0;
+        want_attn[static_cast<size_t>(i * K + k)] = use ? std::exp(scores.get(i * K + k) - mx) / sum : 0.0;
+      }
+      for (int64_t c = 0; c < L; ++c) {
+        double acc = 0;
+        for (int64_t i = begin; i < end; ++i) acc += want_attn[static_cast<size_t>(i * K + k)] * h.get(i * p.h_stride + c);
+        want_pooled[static_cast<size_t>((b * K + k) * L + c)] = acc;
+        centre += pooled.get((b * K + k) * L + c) * grad_pooled.get((b * K + k) * L + c);
+      }
+      for (int64_t i = begin; i < end; ++i) {
+        const double a = attn.get(i * K + k);
+        double dot = 0;
+        for (int64_t c = 0; c < L; ++c) dot += h.get(i * p.h_stride + c) * grad_pooled.get((b * K + k) * L + c);
+        want_gs[static_cast<size_t>(i * K + k)] = a == 0 ? 0.0 : a * (dot - centre);
+      }
+    }
+    for (int64_t i = begin; i < end; ++i)
+      for (int64_t c = 0; c < L; ++c) {
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += attn.get(i * K + k) * grad_pooled.get((b * K + k) * L + c);
+        want_gh[static_cast<size_t>(i * L + c)] = acc;
+      }
+  }
+  std::string tag = "bags [";
+  for (size_t b = 0; b < t.bag_sizes.size(); ++b) tag += (b ? "," : "") + std::to_string(t.bag_sizes[b]);
+  tag += "] K" + std::to_string(K) + " L" + std::to_string(L) + " hStride" + std::to_string(p.h_stride) +
+         (t.mask ? " mask" : "") + (t.neg_inf_head ? " -inf" : "");
+  expect_close("bag_pool_forward attn " + tag, attn, want_attn, 1e-6, 1e-5);
+  expect_close("bag_pool_forward pooled " + tag, pooled, want_pooled, 1e-5, 1e-5);
+  expect_close("bag_pool_backward gradH " + tag, grad_h, want_gh, 1e-5, 1e-5);
+  // h·g − M·g cancels: the error is relative to the terms, not to the difference.
+  expect_close("bag_pool_backward gradScores " + tag, grad_scores, want_gs, 2e-5 * std::sqrt(L + 1.0), 1e-4);
+
+  // Each output alone: the other stays untouched.
+  if (T > 0) {
+    grad_h.fill(7.0f);
+    grad_scores.fill(NAN);
+    BagPoolParams only_scores = p;
+    only_scores.grad_h = {};
+    bag_pool_backward(only_scores);
+    expect_close("bag_pool_backward gradScores alone " + tag, grad_scores, want_gs, 2e-5 * std::sqrt(L + 1.0), 1e-4);
+    BagPoolParams only_h = p;
+    only_h.grad_scores = {};
+    grad_scores.fill(7.0f);
+    bag_pool_backward(only_h);
+    expect_close("bag_pool_backward gradH alone " + tag, grad_h, want_gh, 1e-5, 1e-5);
+    expect_close("bag_pool_backward gradScores untouched " + tag, grad_scores,
+                 std::vector<double>(static_cast<size_t>(T * K), 7.0), 0, 0);
+  }
+}
+
+void test_bag_pool() {
+  const BagPoolCase cases[] = {
+      {{1}, 1, 1, 0, false, false},
+      {{5, 0, 37, 3}, 3, 65, 2, true, false},     // an empty bag, a fully masked last bag
+      {{65, 7}, 2, 33, 0, false, true},           // a head whose scores are all −Infinity
+      {{1100, 30}, 1, 33, 5, true, false},        // a bag above 1024 rows: block-per-row softmax
+      {{4, 3}, 2, 1030, 0, false, false},         // rows above 1024 columns: block-per-row backward
+      {{0, 0}, 2, 3, 0, false, false},            // no instances at all: pooled is zero
+      {{200, 1, 90, 300, 2}, 1, 40, 0, true, false},
+  };
+  for (const BagPoolCase& c : cases) run_bag_pool_case(c);
+
+  Buffer small(Dtype::F32, 8), out(Dtype::F32, 64);
+  BagPoolParams bad;
+  bad.bags = 2;
+  bad.total = 4;
+  bad.heads = 1;
+  bad.dim = 2;
+  bad.h_stride = 2;
+  bad.offsets = {0, 3, 2};
+  bad.scores = small.span();
+  bad.h = small.span();
+  bad.attn = small.span();
+  bad.pooled = small.span();
+  expect_error("bag_pool rejects decreasing offsets", ErrorCode::Range, [&] { bag_pool_forward(bad); });
+  bad.offsets = {0, 2, 3};
+  expect_error("bag_pool rejects offsets not ending at total", ErrorCode::Range, [&] { bag_pool_forward(bad); });
+  bad.offsets = {0, 2, 4};
+  bad.dim = 3;
+  bad.h_stride = 3;
+  expect_error("bag_pool rejects a too-small h", ErrorCode::Shape, [&] { bag_pool_forward(bad); });
+  bad.dim = 2;
+  bad.h_stride = 2;
+  bad.grad_pooled = small.span();
+  bad.grad_h = small.span();
+  bad.grad_scores = small.span();
+  bad.heads = 3;
+  expect_error("bag_pool backward rejects a too-small attn", ErrorCode::Shape, [&] { bag_pool_backward(bad); });
+}
+
+// ---- depthwise conv -----------------------------------------------------------------------
+
+struct DwConvCase {
+  int64_t batch, height, width, channels, kernel_h, kernel_w;
+  int64_t row_begin, row_end;  // output rows of the call
+  int64_t pad;                 // extra elements per pixel (a view into a wider buffer)
+  bool bias;
+};
+
+void run_dwconv_case(const DwConvCase& t) {
+  DwConv2dParams p;
+  p.batch = t.batch;
+  p.height = t.height;
+  p.width = t.width;
+  p.channels = t.channels;
+  p.kernel_h = t.kernel_h;
+  p.kernel_w = t.kernel_w;
+  p.row_begin = t.row_begin;
+  p.row_end = t.row_end;
+  const int64_t B = t.batch, H = t.height, W = t.width, C = t.channels, kh = t.kernel_h, kw = t.kernel_w;
+  const int64_t ph = kh / 2, pw = kw / 2, taps = kh * kw, stride = C + t.pad;
+  // Inputs hold exactly the rows the call needs; outputs exactly the rows it writes.
+  const int64_t in0 = std::max<int64_t>(0, t.row_begin - ph), in1 = std::min(H, t.row_end + ph);
+  const int64_t out0 = t.row_begin, out_rows = t.row_end - t.row_begin;
+  auto elems = [&](int64_t rows) { return B * rows * W == 0 ? 0 : (B * rows * W - 1) * stride + C; };
+  Buffer x(Dtype::F32, elems(in1 - in0)), gy_in(Dtype::F32, elems(in1 - in0));
+  Buffer y(Dtype::F32, elems(out_rows)), gx(Dtype::F32, elems(out_rows)), gy_out(Dtype::F32, elems(out_rows));
+  Buffer weight(Dtype::F32, C * taps), bias(Dtype::F32, C);
+  Buffer g_weight(Dtype::F32, C * taps), g_bias(Dtype::F32, C);
+  x.fill_random();
+  gy_in.fill_random();
+  gy_out.fill_random();
+  weight.fill_random();
+  bias.fill_random();
+  y.fill(NAN);  // padding between pixels stays NaN: it must be neither written nor read
+  gx.fill(NAN);
+  g_weight.fill(0.25f);  // += semantics
+  g_bias.fill(-0.5f);
+  const std::vector<double> y_before = y.values(), gx_before = gx.values();
+  p.weight = weight.span();
+  if (t.bias) p.bias = bias.span();
+  const DwConvBuffer xb{x.span(), in0, in1 - in0, stride}, gyb_in{gy_in.span(), in0, in1 - in0, stride};
+  const DwConvBuffer yb{y.span(), out0, out_rows, stride}, gxb{gx.span(), out0, out_rows, stride};
+  const DwConvBuffer gyb_out{gy_out.span(), out0, out_rows, stride};
+  dwconv2d_forward(p, xb, yb);
+  dwconv2d_backward_input(p, gyb_in, gxb);
+  dwconv2d_backward_weight(p, xb, gyb_out, g_weight.span(), g_bias.span());
+
+  auto at = [&](const Buffer& buf, int64_t row0, int64_t rows, int64_t b, int64_t r, int64_t col, int64_t c) {
+    return static_cast<double>(buf.get(((b * rows + r - row0) * W + col) * stride + c));
+  };
+  std::vector<double> want_y = y_before, want_gx = gx_before;
+  std::vector<double> want_gw(static_cast<size_t>(C * taps), 0.25), want_gb(static_cast<size_t>(C), -0.5);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t r = t.row_begin; r < t.row_end; ++r)
+      for (int64_t col = 0; col < W; ++col)
+        for (int64_t c = 0; c < C; ++c) {
+          double acc = t.bias ? bias.get(c) : 0.0, acc_in = 0;
+          const double g = at(gy_out, out0, out_rows, b, r, col, c);
+          want_gb[static_cast<size_t>(c)] += g;
+          for (int64_t i = 0; i < kh; ++i)
+            for (int64_t j = 0; j < kw; ++j) {
+              const double w = weight.get(c * taps + i * kw + j);
+              const int64_t rr = r + i - ph, xx = col + j - pw;
+              if (rr >= 0 && rr < H && xx >= 0 && xx < W) {
+                const double xv = at(x, in0, in1 - in0, b, rr, xx, c);
+                acc += w * xv;
+                want_gw[static_cast<size_t>(c * taps + i * kw + j)] += g * xv;
+              }
+              const int64_t fr = r - i + ph, fx = col - j + pw;
+              if (fr >= 0 && fr < H && fx >= 0 && fx < W) acc_in += w * at(gy_in, in0, in1 - in0, b, fr, fx, c);
+            }
+          const int64_t o = ((b * out_rows + r - out0) * W + col) * stride + c;
+          want_y[static_cast<size_t>(o)] = acc;
+          want_gx[static_cast<size_t>(o)] = acc_in;
+        }
+  char tag[160];
+  std::snprintf(tag, sizeof tag, "B%lld H%lld W%lld C%lld %lldx%lld rows [%lld, %lld) stride %lld%s",
+                static_cast<long long>(B), static_cast<long long>(H), static_cast<long long>(W),
+                static_cast<long long>(C), static_cast<long long>(kh), static_cast<long long>(kw),
+                static_cast<long long>(t.row_begin), static_cast<long long>(t.row_end),
+                static_cast<long long>(stride), t.bias ? " bias" : "");
+  expect_close(std::string("dwconv2d_forward ") + tag, y, want_y, 1e-5, 1e-5);
+  expect_close(std::string("dwconv2d_backward_input ") + tag, gx, want_gx, 1e-5, 1e-5);
+  // Sums over up to B·rows·W pixels in float32.
+  const double ptol = 1e-5 * std::sqrt(static_cast<double>(B * out_rows * W) + 1.0) * 4;
+  expect_close(std::string("dwconv2d_backward_weight gWeight ") + tag, g_weight, want_gw, ptol, 1e-5);
+  expect_close(std::string("dwconv2d_backward_weight gBias ") + tag, g_bias, want_gb, ptol, 1e-5);
+
+  // Bias gradient alone, then weight gradient alone: the absent one is not needed.
+  g_bias.fill(-0.5f);
+  dwconv2d_backward_weight(p, xb, gyb_out, {}, g_bias.span());
+  expect_close(std::string("dwconv2d_backward_weight gBias alone ") + tag, g_bias, want_gb, ptol, 1e-5);
+  g_weight.fill(0.25f);
+  dwconv2d_backward_weight(p, xb, gyb_out, g_weight.span(), {});
+  expect_close(std::string("dwconv2d_backward_weight gWeight alone ") + tag, g_weight, want_gw, ptol, 1e-5);
+}
+
+void test_dwconv2d() {
+  const DwConvCase cases[] = {
+      {1, 1, 1, 1, 1, 1, 0, 1, 0, false},
+      {2, 7, 5, 3, 3, 3, 0, 7, 0, true},
+      {1, 9, 9, 37, 7, 7, 2, 6, 3, true},     // a row chunk, inputs holding only the rows it reaches
+      {1, 70, 1, 8, 33, 1, 0, 70, 16, false},  // the Nyström residual: (33, 1) taps over a sequence
+      {1, 6, 6, 65, 5, 5, 0, 6, 0, false},     // three channel tiles
+      {2, 20, 20, 5, 3, 3, 3, 17, 1, true},    // several pixel chunks in the weight gradient
+      {1, 4, 3, 2, 5, 3, 4, 4, 0, true},       // an empty row range: nothing is written
+  };
+  for (const DwConvCase& c : cases) run_dwconv_case(c);
+
+  Buffer buf(Dtype::F32, 64), w(Dtype::F32, 64);
+  DwConv2dParams p;
+  p.batch = 1;
+  p.height = 4;
+  p.width = 4;
+  p.channels = 2;
+  p.kernel_h = 2;
+  p.kernel_w = 3;
+  p.row_begin = 0;
+  p.row_end = 4;
+  p.weight = w.span();
+  const DwConvBuffer whole{buf.span(), 0, 4, 2};
+  expect_error("dwconv2d rejects an even kernel", ErrorCode::Shape, [&] { dwconv2d_forward(p, whole, whole); });
+  p.kernel_h = 3;
+  const DwConvBuffer part{buf.span(), 1, 3, 2};
+  expect_error("dwconv2d rejects an input missing rows the taps reach", ErrorCode::Range,
+               [&] { dwconv2d_forward(p, part, whole); });
+  const DwConvBuffer wide{buf.span(), 0, 4, 5};
+  expect_error("dwconv2d rejects a buffer too small for its stride", ErrorCode::Shape,
+               [&] { dwconv2d_backward_input(p, wide, whole); });
+}
+
+// ---- Nyström groups -----------------------------------------------------------------------
+
+void test_nystrom() {
+  struct Case {
+    int64_t row_begin, row_end, cols, group, pad;
+  };
+  const Case cases[] = {{0, 1, 1, 1, 0}, {5, 83, 33, 7, 64}, {0, 300, 65, 256, 3}, {130, 131, 3, 65, 0}, {4, 4, 5, 2, 0}};
+  for (const Case& t : cases) {
+    const int64_t rows = t.row_end - t.row_begin, stride = t.cols + t.pad;
+    const int64_t groups = rows == 0 ? 0 : (t.row_end - 1) / t.group + 1;
+    const int64_t strided = rows == 0 ? 0 : (rows - 1) * stride + t.cols;
+    char tag[128];
+    std::snprintf(tag, sizeof tag, "rows [%lld, %lld) cols %lld group %lld stride %lld",
+                  static_cast<long long>(t.row_begin), static_cast<long long>(t.row_end),
+                  static_cast<long long>(t.cols), static_cast<long long>(t.group), static_cast<long long>(stride));
+
+    Buffer x(Dtype::F32, strided), sums(Dtype::F32, groups * t.cols);
+    x.fill_random();
+    sums.fill_random();  // accumulated into
+    std::vector<double> want = sums.values();
+    for (int64_t r = t.row_begin; r < t.row_end; ++r)
+      for (int64_t c = 0; c < t.cols; ++c)
+        want[static_cast<size_t>((r / t.group) * t.cols + c)] += x.get((r - t.row_begin) * stride + c);
+    group_row_sum(x.span(), stride, t.row_begin, t.row_end, t.cols, t.group, sums.span());
+    expect_close(std::string("group_row_sum ") + tag, sums, want, 1e-5 * std::sqrt(t.group + 1.0), 1e-5);
+
+    for (bool accumulate : {false, true}) {
+      Buffer g(Dtype::F32, groups * t.cols), out(Dtype::F32, strided);
+      g.fill_random();
+      out.fill_random();
+      const float alpha = 0.75f;
+      std::vector<double> want_out = out.values();
+      for (int64_t r = t.row_begin; r < t.row_end; ++r)
+        for (int64_t c = 0; c < t.cols; ++c) {
+          double& o = want_out[static_cast<size_t>((r - t.row_begin) * stride + c)];
+          const double v = alpha * g.get((r / t.group) * t.cols + c);
+          o = accumulate ? o + v : v;
+        }
+      group_row_broadcast(g.span(), t.row_begin, t.row_end, t.cols, t.group, alpha, out.span(), stride, accumulate);
+      expect_close(std::string("group_row_broadcast ") + (accumulate ? "accumulate " : "write ") + tag, out, want_out,
+                   1e-6, 1e-6);
+    }
+  }
+  Buffer small(Dtype::F32, 10), smaller(Dtype::F32, 8);
+  expect_error("group_row_sum rejects a too-small out", ErrorCode::Shape,
+               [&] { group_row_sum(small.span(), 2, 0, 5, 2, 1, smaller.span()); });
+  expect_error("group_row_broadcast rejects a stride below cols", ErrorCode::Shape,
+               [&] { group_row_broadcast(small.span(), 0, 2, 3, 1, 1.0f, small.span(), 2, false); });
+  expect_error("group_row_sum rejects group 0", ErrorCode::Range,
+               [&] { group_row_sum(small.span(), 2, 0, 2, 2, 0, small.span()); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -596,6 +957,9 @@ int main(int argc, char** argv) {
   if (want("softmax")) test_softmax();
   if (want("layernorm")) test_layernorm();
   if (want("attention")) test_attention();
+  if (want("bag_pool")) test_bag_pool();
+  if (want("dwconv2d")) test_dwconv2d();
+  if (want("nystrom")) test_nystrom();
   if (emulated_live_allocations() != 0) {
     std::printf("FAIL %zu emulated device allocations leaked\n", emulated_live_allocations());
     ++g_failures;
