@@ -220,6 +220,16 @@ export interface NativeBinding {
   sgdStep(param: F32, grad: F32, momentumBuffer: F32 | null, n: number, lr: number, momentum: number,
     dampening: number, weightDecay: number, nesterov: boolean, first: boolean): void;
 
+  // ---- contrastive loss (cpp/ops/contrastive.cc) ----
+  /**
+   * Symmetric InfoNCE of paired rows a, b [n, d] with S = scale·a bᵀ, tiled over tileRows rows
+   * of S (0: automatic). Returns the loss; writes lseRows/lseCols [n] for the backward.
+   */
+  contrastiveForward(a: F32, b: F32, n: number, d: number, scale: number, tileRows: number, lseRows: F32, lseCols: F32): number;
+  /** Writes gradA, gradB [n, d] for upstream gLoss; returns d loss / d logit_scale. */
+  contrastiveBackward(a: F32, b: F32, n: number, d: number, scale: number, tileRows: number, lseRows: F32, lseCols: F32,
+    gLoss: number, gradA: F32, gradB: F32): number;
+
   // ---- OpenSlide (cpp/binding/openslide.cc over cpp/ops/openslide_reader.cc) ----
   // Every function exists in every build; without libopenslide at build time
   // (`runtimeInfo().openslideBuilt === false`) all but `openslideVersion` and

@@ -1,13 +1,15 @@
 /**
  * Differentiable neural-network ops over native kernels: softmax / log-softmax
  * (cpp/ops/softmax.cc), cross-entropy (cpp/ops/cross_entropy.cc), LayerNorm
- * (cpp/ops/layernorm.cc), dropout (cpp/ops/dropout.cc) and tiled attention
- * (cpp/ops/attention.cc).
+ * (cpp/ops/layernorm.cc), dropout (cpp/ops/dropout.cc), tiled attention
+ * (cpp/ops/attention.cc) and the tiled contrastive loss (cpp/ops/contrastive.cc).
  */
 import { checkNumberInRange, invalidArgument, rangeError, typeError } from '../errors.js';
 import { native } from '../native.js';
 import { nextSeed } from '../random.js';
 import { normalizeDim, recordOp, shapeString, Tensor } from '../tensor.js';
+import { addScalar, div, sqrt, square } from './elementwise.js';
+import { sum } from './reduce.js';
 import { checkTensor, elementsFrom, withContiguous } from './util.js';
 
 function lastDimOp(x: Tensor, dim: number, fn: (xc: Tensor) => Tensor): Tensor {
@@ -273,3 +275,62 @@ export function attentionNaive(q: Tensor, k: Tensor, v: Tensor, options: Attenti
   return out;
 }
 
+
+/**
+ * x / max(‖x‖₂, eps) along `dim` (torch.nn.functional.normalize with p = 2), differentiable.
+ * Implemented as x / sqrt(Σ x² + eps²), which equals torch's for ‖x‖ ≫ eps.
+ */
+export function l2Normalize(x: Tensor, dim = -1, eps = 1e-12): Tensor {
+  checkTensor('x', x);
+  checkNumberInRange('eps', eps, 0, Infinity, true);
+  return div(x, sqrt(addScalar(sum(square(x), dim, true), eps * eps)));
+}
+
+export interface ContrastiveLossOptions {
+  /** Rows of the similarity matrix per tile (default: about 64 MB of it). */
+  tileRows?: number;
+}
+
+/**
+ * Symmetric InfoNCE (the CLIP loss, as open_clip's ClipLoss) of paired embeddings:
+ * a, b [N, D], row i of each a positive pair; S = exp(logitScale) · a bᵀ;
+ *   loss = ½ (crossEntropy(S, 0..N−1) + crossEntropy(Sᵀ, 0..N−1)).
+ * logitScale is a learnable scalar Tensor (CLIP starts it at log(1/0.07)) or a fixed number.
+ * Tiled: the N×N matrix is never formed (memory O(tileRows·N + N·D)); gradients flow to a,
+ * b and logitScale. L2-normalize the rows first (`l2Normalize`) for cosine similarities.
+ */
+export function contrastiveLoss(a: Tensor, b: Tensor, logitScale: Tensor | number, options: ContrastiveLossOptions = {}): Tensor {
+  checkTensor('a', a);
+  checkTensor('b', b);
+  if (a.ndim !== 2 || b.ndim !== 2 || a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1]) {
+    throw rangeError('ERR_SHAPE', `contrastiveLoss: a and b must both be [N, D], got ${shapeString(a.shape)} and ${shapeString(b.shape)}`);
+  }
+  const [n, d] = a.shape;
+  if (n === 0 || d === 0) throw rangeError('ERR_SHAPE', `contrastiveLoss: needs N ≥ 1 and D ≥ 1, got ${shapeString(a.shape)}`);
+  const tileRows = options.tileRows ?? 0;
+  if (!Number.isSafeInteger(tileRows) || tileRows < 0) throw invalidArgument('tileRows', 'a non-negative integer', tileRows);
+  let scaleTensor: Tensor | null = null;
+  let logScale: number;
+  if (typeof logitScale === 'number') {
+    logScale = logitScale;
+  } else {
+    scaleTensor = checkTensor('logitScale', logitScale);
+    if (scaleTensor.size !== 1) throw rangeError('ERR_SHAPE', `contrastiveLoss: logitScale must hold one value, got ${shapeString(scaleTensor.shape)}`);
+    logScale = scaleTensor.item();
+  }
+  const scale = Math.exp(logScale);
+  if (!Number.isFinite(scale) || scale <= 0) throw rangeError('ERR_RANGE', `contrastiveLoss: exp(logitScale) = ${scale} must be finite and > 0`);
+  const lseRows = new Float32Array(n);
+  const lseCols = new Float32Array(n);
+  const loss = withContiguous(a, (ac) => withContiguous(b, (bc) =>
+    native().contrastiveForward(ac.data(), bc.data(), n, d, scale, tileRows, lseRows, lseCols)));
+  const out = Tensor.scalar(loss);
+  const inputs = scaleTensor ? [a, b, scaleTensor] : [a, b];
+  return recordOp('contrastiveLoss', inputs, out, (g) => {
+    const gradA = Tensor.empty([n, d]);
+    const gradB = Tensor.empty([n, d]);
+    const gradScale = withContiguous(a, (ac) => withContiguous(b, (bc) =>
+      native().contrastiveBackward(ac.data(), bc.data(), n, d, scale, tileRows, lseRows, lseCols, g.item(), gradA.data(), gradB.data())));
+    return scaleTensor ? [gradA, gradB, Tensor.full(scaleTensor.shape, gradScale)] : [gradA, gradB];
+  });
+}
