@@ -115,4 +115,17 @@ describe('commands', () => {
     expect(lines[0]).toBe('patient,split,label,label_name,pred,pred_name,prob_class0,prob_class1,prob_class2');
     expect(lines.length).toBe(1 + m.counts.val + m.counts.test);
   });
+
+  it('train-mil runs a survival study from the command line', async () => {
+    const cohort = await writeSyntheticCohort({ dir: join(root, 'cli-surv'), task: 'survival', patients: 40, dim: 8 });
+    const out = join(root, 'cli-surv', 'out');
+    await trainMilCommand().parseAsync(['--csv', cohort.csv, '--features', cohort.features, '--out', out, '--model', 'abmil', '--task', 'survival',
+      '--epochs', '2', '--bootstrap', '50', '--json'], { from: 'user' });
+    const m = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
+    expect(m.task).toBe('survival');
+    expect(m.history.length).toBe(2);
+    expect(m.test.cIndex.value).toBeGreaterThanOrEqual(0);
+    expect(m.test.cIndex.value).toBeLessThanOrEqual(1);
+    for (const f of ['predictions.csv', 'best.safetensors', 'km.png']) expect(existsSync(join(out, f)), f).toBe(true);
+  });
 });
