@@ -2,7 +2,8 @@
 // row log-sum-exps are finished per tile, column log-sum-exps are merged across tiles
 // online (running max and rescaled sum, as in flash attention). The backward recomputes
 // each tile of S, turns it into G in place and feeds two GEMMs; grad_b accumulates over
-// the tiles in order, so the result is deterministic.
+// the tiles in order, so the result is deterministic. The element-wise passes over a tile
+// (exp, max, sums) are vectorized through simd_math.h and dispatched on the SIMD level.
 #include "contrastive.h"
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "../core/memory.h"
 #include "../core/thread_pool.h"
 #include "gemm.h"
+#include "simd_math.h"
 
 namespace mstar {
 namespace {
@@ -42,15 +44,57 @@ void similarity_tile(const ContrastiveParams& p, int64_t r0, int64_t rows, float
   gemm(g);
 }
 
-// lse of one row of `count` values `stride` apart.
-double log_sum_exp(const float* v, int64_t count, int64_t stride) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < count; ++j) m = std::max(m, v[j * stride]);
-  if (!std::isfinite(m)) return m;  // all −inf, or +inf (NaN propagates below otherwise)
-  double sum = 0.0;
-  for (int64_t j = 0; j < count; ++j) sum += std::exp(static_cast<double>(v[j * stride]) - m);
-  return m + std::log(sum);
+// lse_out[i] = lse_j s[i, j] and diagonal[i] = s[i, r0 + i] for tile rows [i0, i1).
+template <class V>
+void row_stats_kernel(const float* s, int64_t n, int64_t r0, int64_t i0, int64_t i1, float* lse_out, double* diagonal) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const float* row = s + i * n;
+    diagonal[i] = row[r0 + i];
+    const float m = simd::row_max<V>(row, n);
+    const auto shift = V::set1(m);
+    const double sum = simd::map_sum<V>(n, [&](auto at) { return V::exp(V::sub(at.load(row), shift)); });
+    lse_out[i] = static_cast<float>(m + std::log(sum));
+  }
 }
+MSTAR_SIMD_DISPATCH(row_stats, row_stats_kernel)
+
+// For columns [j0, j1) of a tile of `rows` rows: tile_max[j] = max_i s[i, j] and
+// tile_sum[j] = Σ_i exp(s[i, j] − tile_max[j]) (float: at most one tile of terms).
+template <class V>
+void column_stats_kernel(const float* s, int64_t n, int64_t rows, int64_t j0, int64_t j1, float* tile_max, float* tile_sum) {
+  simd::map_each<V>(j1 - j0, [&](auto at) {
+    const float* base = s + j0;
+    auto m = at.load(base);
+    for (int64_t i = 1; i < rows; ++i) m = V::max(m, at.load(base + i * n));
+    auto sum = V::zero();
+    for (int64_t i = 0; i < rows; ++i) sum = V::add(sum, V::exp(V::sub(at.load(base + i * n), m)));
+    at.store(tile_max + j0, m);
+    at.store(tile_sum + j0, sum);
+  });
+}
+MSTAR_SIMD_DISPATCH(column_stats, column_stats_kernel)
+
+// Tile rows [i0, i1) of S → G in place (see contrastive.h), row_dot[i] = Σ_j G_ij S_ij.
+template <class V>
+void gradient_rows_kernel(float* s, int64_t n, int64_t r0, int64_t i0, int64_t i1, const float* lse_rows,
+                          const float* lse_cols, float coefficient, double* row_dot) {
+  const auto c = V::set1(coefficient);
+  for (int64_t i = i0; i < i1; ++i) {
+    float* row = s + i * n;
+    const float diagonal = row[r0 + i];
+    const auto lse_row = V::set1(lse_rows[r0 + i]);
+    double dot = simd::map_sum<V>(n, [&](auto at) {
+      const auto v = at.load(row);
+      const auto g = V::mul(c, V::add(V::exp(V::sub(v, lse_row)), V::exp(V::sub(v, at.load(lse_cols)))));
+      at.store(row, g);
+      return V::mul(g, v);
+    });
+    row[r0 + i] -= 2.0f * coefficient;  // − 2·I on the diagonal
+    dot -= 2.0 * static_cast<double>(coefficient) * diagonal;
+    row_dot[i] = dot;
+  }
+}
+MSTAR_SIMD_DISPATCH(gradient_rows, gradient_rows_kernel)
 
 }  // namespace
 
@@ -70,34 +114,26 @@ double contrastive_forward(const ContrastiveParams& p, float* lse_rows, float* l
   std::vector<float> col_max(n, -std::numeric_limits<float>::infinity());
   std::vector<double> col_sum(n, 0.0);
   std::vector<double> diagonal(n);
+  std::vector<float> tile_max(n), tile_sum(n);
   for (int64_t r0 = 0; r0 < n; r0 += tile) {
     const int64_t rows = std::min(tile, n - r0);
     similarity_tile(p, r0, rows, s.data());
-    parallel_for(rows, 8, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        lse_rows[r0 + i] = static_cast<float>(log_sum_exp(s.data() + i * n, n, 1));
-        diagonal[r0 + i] = s.data()[i * n + r0 + i];
-      }
-    });
-    // Merge this tile's column statistics into the running ones.
+    parallel_for(rows, simd::rows_per_task(n),
+                 [&](int64_t i0, int64_t i1) { row_stats(s.data(), n, r0, i0, i1, lse_rows + r0, diagonal.data() + r0); });
+    // Merge this tile's column statistics into the running ones (online log-sum-exp).
     parallel_for(n, 256, [&](int64_t j0, int64_t j1) {
+      column_stats(s.data(), n, rows, j0, j1, tile_max.data(), tile_sum.data());
       for (int64_t j = j0; j < j1; ++j) {
-        float m = col_max[j];
-        for (int64_t i = 0; i < rows; ++i) m = std::max(m, s.data()[i * n + j]);
-        if (!std::isfinite(m)) {
-          col_max[j] = m;
-          continue;
-        }
-        double sum = std::isfinite(col_max[j]) ? col_sum[j] * std::exp(static_cast<double>(col_max[j]) - m) : 0.0;
-        for (int64_t i = 0; i < rows; ++i) sum += std::exp(static_cast<double>(s.data()[i * n + j]) - m);
+        const float m = std::max(col_max[j], tile_max[j]);
+        col_sum[j] = col_sum[j] * std::exp(static_cast<double>(col_max[j]) - m) +
+                     static_cast<double>(tile_sum[j]) * std::exp(static_cast<double>(tile_max[j]) - m);
         col_max[j] = m;
-        col_sum[j] = sum;
       }
     });
   }
   double total = 0.0;
   for (int64_t j = 0; j < n; ++j) {
-    lse_cols[j] = std::isfinite(col_max[j]) ? static_cast<float>(col_max[j] + std::log(col_sum[j])) : col_max[j];
+    lse_cols[j] = static_cast<float>(col_max[j] + std::log(col_sum[j]));
     total += static_cast<double>(lse_rows[j]) + static_cast<double>(lse_cols[j]) - 2.0 * diagonal[j];
   }
   return total / (2.0 * static_cast<double>(n));
@@ -108,7 +144,7 @@ double contrastive_backward(const ContrastiveParams& p, const float* lse_rows, c
   contrastive_check(p);
   MSTAR_CHECK(p.a && p.b && lse_rows && lse_cols && grad_a && grad_b, Argument, "contrastive_backward: null buffer");
   const int64_t n = p.n, d = p.d, tile = tile_rows_for(p);
-  const double coefficient = static_cast<double>(g_loss) / (2.0 * static_cast<double>(n));
+  const float coefficient = static_cast<float>(static_cast<double>(g_loss) / (2.0 * static_cast<double>(n)));
   Workspace<float> s(static_cast<size_t>(tile * n));
   std::vector<double> row_dot(tile);
   double scale_grad = 0.0;
@@ -116,21 +152,8 @@ double contrastive_backward(const ContrastiveParams& p, const float* lse_rows, c
     const int64_t rows = std::min(tile, n - r0);
     similarity_tile(p, r0, rows, s.data());
     // S → G in place, and Σ_j G_ij S_ij per row.
-    parallel_for(rows, 8, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        float* row = s.data() + i * n;
-        const double lse_row = lse_rows[r0 + i];
-        double dot = 0.0;
-        for (int64_t j = 0; j < n; ++j) {
-          const double v = row[j];
-          double grad = std::exp(v - lse_row) + std::exp(v - static_cast<double>(lse_cols[j]));
-          if (j == r0 + i) grad -= 2.0;
-          grad *= coefficient;
-          dot += grad * v;
-          row[j] = static_cast<float>(grad);
-        }
-        row_dot[i] = dot;
-      }
+    parallel_for(rows, simd::rows_per_task(n), [&](int64_t i0, int64_t i1) {
+      gradient_rows(s.data(), n, r0, i0, i1, lse_rows, lse_cols, coefficient, row_dot.data());
     });
     for (int64_t i = 0; i < rows; ++i) scale_grad += row_dot[i];
     GemmParams ga;  // grad_a[r0 : r0 + rows] = scale · G · b
