@@ -11,7 +11,7 @@
  * every load is checked against those weights.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,7 +25,14 @@ function arg(name: string, fallback: string): string {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
 }
 
-interface ChildResult { seconds: number; maxRssBytes: number; fillSeconds: number; checksum: number }
+interface ChildResult { seconds: number; maxRssBytes: number; anonBytes: number; fileBytes: number; fillSeconds: number; checksum: number }
+
+/** RssAnon / RssFile of this process now (Linux), bytes. */
+function rssSplit(): { anonBytes: number; fileBytes: number } {
+  const status = existsSync('/proc/self/status') ? readFileSync('/proc/self/status', 'utf8') : '';
+  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { anonBytes: kb('RssAnon'), fileBytes: kb('RssFile') };
+}
 
 /** Sum of every 4099th parameter value: a cheap fingerprint of the loaded weights. */
 function fingerprint(model: VisionTransformer): number {
@@ -42,13 +49,14 @@ async function child(path: string): Promise<void> {
   const encoder = await loadPatchEncoder(path);
   const seconds = (performance.now() - t0) / 1000;
   const maxRssBytes = process.resourceUsage().maxRSS * 1024;
+  const split = rssSplit(); // after loading: the file is unmapped again, the parameters stay
   const checksum = fingerprint(encoder.model);
   const bytes = encoder.model.parameters().reduce((n, p) => n + p.size * 4, 0);
   const t1 = performance.now();
   const fill = Tensor.empty([bytes / 4]);
   fill.data().fill(1);
   const fillSeconds = (performance.now() - t1) / 1000;
-  console.log(JSON.stringify({ seconds, maxRssBytes, fillSeconds, checksum } satisfies ChildResult));
+  console.log(JSON.stringify({ seconds, maxRssBytes, ...split, fillSeconds, checksum } satisfies ChildResult));
 }
 
 async function main(): Promise<void> {
@@ -70,7 +78,7 @@ async function main(): Promise<void> {
     } else {
       files.push(weights);
     }
-    console.log('file                  size      load (best)  peak RSS  RSS/file  fresh-memory anchor  load/anchor');
+    console.log('file                  size      load (best)  peak RSS  RSS/file  private after  fresh-memory anchor  load/anchor');
     for (const file of files) {
       const size = statSync(file).size;
       let best: ChildResult | null = null;
@@ -85,9 +93,10 @@ async function main(): Promise<void> {
       }
       const b = best as ChildResult;
       const name = file.split('/').at(-1) as string;
-      console.log(`${name.padEnd(20)}  ${(size / 1e9).toFixed(2)} GB   ${b.seconds.toFixed(2).padStart(6)} s    ${(b.maxRssBytes / 1e9).toFixed(2)} GB   ${(b.maxRssBytes / size).toFixed(2)}×     ${b.fillSeconds.toFixed(2).padStart(6)} s            ${(b.seconds / b.fillSeconds).toFixed(2)}×`);
+      console.log(`${name.padEnd(20)}  ${(size / 1e9).toFixed(2)} GB   ${b.seconds.toFixed(2).padStart(6)} s    ${(b.maxRssBytes / 1e9).toFixed(2)} GB   ${(b.maxRssBytes / size).toFixed(2)}×     ${(b.anonBytes / 1e9).toFixed(2)} GB       ${b.fillSeconds.toFixed(2).padStart(6)} s            ${(b.seconds / b.fillSeconds).toFixed(2)}×`);
     }
-    console.log('peak RSS counts the mapped file pages (page cache, shared) and the parameters.');
+    console.log('peak RSS counts the mapped file pages (page cache, shared with the OS cache) and the parameters;\n' +
+      '"private after" is the anonymous memory held once loaded (parameters + runtime), the file being unmapped.');
   } finally {
     if (dir) rmSync(dir, { recursive: true, force: true });
   }
