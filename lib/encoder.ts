@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { checkPositiveInteger, invalidArgument, MstarError, rangeError } from './errors.js';
 import { loadStateDictFile } from './io/checkpoint.js';
-import { releaseFileBytes } from './io/files.js';
+import { releaseFileBytes, releaseFilePages } from './io/files.js';
 import { toFloat32 } from './io/host-tensor.js';
 import { MSTAR_VIT_L16, VisionTransformer, vitConfigFromTimm, type VitConfig } from './models/vit.js';
 import { loadImageRgb, mstarTransform, type ImageTensor } from './preprocess/transform.js';
@@ -148,7 +148,8 @@ export async function loadPatchEncoder(weightsPath: string, options: LoadPatchEn
   try {
     const values = new Map<string, { shape: readonly number[]; values: Float32Array }>();
     for (const [name, t] of weights) values.set(name, { shape: t.shape, values: toFloat32(t) });
-    model.loadStateDict(values, { strict: options.strict ?? true });
+    // Each tensor's file pages are given back once copied: one copy of the weights at a time.
+    model.loadStateDict(values, { strict: options.strict ?? true, onCopied: (name) => releaseFilePages(weights.get(name)!.data) });
   } catch (error) {
     model.dispose();
     throw error;

@@ -90,6 +90,11 @@ export interface NativeBinding {
    * shrink while mapped.
    */
   mapFile(path: string): ArrayBuffer;
+  /**
+   * For a buffer from mapFile: drops the whole pages inside [byteOffset, byteOffset +
+   * byteLength) from the process (they read back from the file if touched). Else a no-op.
+   */
+  releasePages(buffer: ArrayBuffer, byteOffset: number, byteLength: number): void;
   memoryStats(): MemoryStats;
   resetPeakBytes(): void;
   /** Caps the large-block cache (bytes; 0 empties it); returns the previous cap. */

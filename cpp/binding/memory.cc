@@ -134,6 +134,33 @@ MSTAR_BINDING(free) {
   return env.Undefined();
 }
 
+// releasePages(buffer, byteOffset, byteLength): for a buffer from mapFile, drops the
+// whole pages inside the range from this process (madvise MADV_DONTNEED). The bytes stay
+// readable: touching them again reads them back from the file. Other buffers: no-op.
+MSTAR_BINDING(releasePages) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) throw_js(env, "ERR_ARGUMENT", "buffer must be an ArrayBuffer");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  const int64_t offset = arg_size(info, 1, "byteOffset");
+  const int64_t length = arg_size(info, 2, "byteLength");
+  bool detached = false;
+  napi_is_detached_arraybuffer(env, buffer, &detached);
+  if (detached || buffer.ByteLength() == 0) return env.Undefined();
+  if (offset + length > static_cast<int64_t>(buffer.ByteLength())) {
+    throw_js(env, "ERR_RANGE", "releasePages: range [" + std::to_string(offset) + ", " + std::to_string(offset + length) +
+                                   ") is outside the buffer of " + std::to_string(buffer.ByteLength()) + " bytes", true);
+  }
+  std::lock_guard<std::mutex> lock(g_blocks_mutex);
+  auto it = g_blocks.find(buffer.Data());
+  if (it == g_blocks.end() || !it->second->file_mapping || it->second->released) return env.Undefined();
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t start = reinterpret_cast<uintptr_t>(buffer.Data()) + static_cast<uintptr_t>(offset);
+  const uintptr_t first = (start + page - 1) / page * page;
+  const uintptr_t last = (start + static_cast<uintptr_t>(length)) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return env.Undefined();
+}
+
 MSTAR_BINDING(memoryStats) {
   Napi::Env env = info.Env();
   mstar::MemoryStats s = mstar::memory_stats();

@@ -62,6 +62,17 @@ function mapWholeFile(path: string): Uint8Array | undefined {
 }
 
 /**
+ * Lets the OS take back the pages of a mapped file under `bytes` (a view from
+ * readFileBytes or a checkpoint reader) once they have been consumed: they stay
+ * readable (read back from the file on access). Loading a checkpoint this way holds
+ * about one copy of the weights at a time instead of two. Others: no-op.
+ */
+export function releaseFilePages(bytes: Uint8Array): void {
+  const buffer = bytes.buffer as ArrayBuffer;
+  if (nativeFileBuffers.has(buffer)) native().releasePages(buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
  * Unmaps now the mapped files behind `tensors` (as read by readFileBytes and the
  * checkpoint readers); every view of them becomes empty. Others are left to the GC.
  */

@@ -95,8 +95,12 @@ export class Module {
    * Copies values into parameters/buffers by name. Strict (default): any missing,
    * unexpected or mis-shaped entry throws ERR_STATE_DICT listing all of them, and
    * nothing is changed. Non-strict: loads what matches and reports the rest.
+   * `onCopied(name)` runs after each entry is copied (to release its source early).
    */
-  loadStateDict(source: Map<string, StateValue> | Record<string, StateValue>, { strict = true } = {}): LoadReport {
+  loadStateDict(
+    source: Map<string, StateValue> | Record<string, StateValue>,
+    { strict = true, onCopied }: { strict?: boolean; onCopied?: (name: string) => void } = {},
+  ): LoadReport {
     const entries = source instanceof Map ? source : new Map(Object.entries(source));
     if (!(entries instanceof Map)) throw invalidArgument('source', 'a Map or object of tensors', source);
     const own = this.stateDict();
@@ -133,6 +137,7 @@ export class Module {
         const values = value instanceof Tensor ? value.toFloat32Array() : value.values;
         if (values.length !== target.size) throw rangeError('ERR_SHAPE', `loadStateDict: ${name} has ${values.length} values, needs ${target.size}`);
         target.data().set(values);
+        onCopied?.(name);
       }
     });
     return report;
