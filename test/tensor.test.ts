@@ -205,6 +205,9 @@ describe('large blocks and mapped files', () => {
       expect(view).toEqual(content);
       view[0] = 99; // private: the file stays as it was
       expect(readFileBytes(path)[0]).toBe(0);
+      native().releasePages(mapped, 0, view.length); // pages given back read back from the file
+      expect(view).toEqual(content);
+      expectCode(() => native().releasePages(mapped, 10, view.length), 'ERR_RANGE');
       native().free(mapped);
       expect(view.length).toBe(0);
       expectCode(() => native().mapFile(join(dir, 'missing.bin')), 'ERR_NOT_FOUND');
