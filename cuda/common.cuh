@@ -89,7 +89,13 @@ struct Sum2Op {
   __device__ Float2 operator()(Float2 a, Float2 b) const { return {a.x + b.x, a.y + b.y}; }
 };
 
+// Double sums, for reductions that must not lose the small difference of large terms.
+struct SumDoubleOp {
+  __device__ double operator()(double a, double b) const { return a + b; }
+};
+
 __device__ __forceinline__ float shuffle_xor(float v, int mask) { return __shfl_xor_sync(kFullMask, v, mask); }
+__device__ __forceinline__ double shuffle_xor(double v, int mask) { return __shfl_xor_sync(kFullMask, v, mask); }
 __device__ __forceinline__ Float2 shuffle_xor(Float2 v, int mask) {
   return {__shfl_xor_sync(kFullMask, v.x, mask), __shfl_xor_sync(kFullMask, v.y, mask)};
 }

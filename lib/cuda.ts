@@ -8,7 +8,9 @@
  * in the same order, with DeviceBuffers in place of typed arrays, then the storage dtype
  * (float32 or bfloat16; layer-norm parameters and statistics are always float32). The slide-level
  * aggregation ops (bag pooling, depthwise conv, Nyström row groups) are float32 only, like their CPU
- * kernels, and take no dtype; bag offsets stay a host Int32Array, masks are Uint8 device buffers.
+ * kernels, and take no dtype; bag offsets stay a host Int32Array, masks are Uint8 device buffers. So
+ * are the training ops (the contrastive loss, AdamW and SGD steps); the contrastive functions return
+ * their scalar like the CPU ones, which makes them wait for the device.
  *
  * Memory is explicit: `device.alloc()` / `device.upload()` return a DeviceBuffer that must be
  * disposed (`using buf = ...` or `buf.dispose()`); the GC finalizer is only a safety net.
@@ -22,6 +24,7 @@ import { join } from 'node:path';
 import {
   checkFiniteNumber,
   checkNonNegativeInteger,
+  checkNumberInRange,
   checkPositiveInteger,
   invalidArgument,
   MstarError,
@@ -142,6 +145,13 @@ export interface CudaNativeBinding extends CudaProbe {
   cudaGroupRowSum(x: H, xStride: number, rowBegin: number, rowEnd: number, cols: number, group: number, out: H): void;
   cudaGroupRowBroadcast(g: H, rowBegin: number, rowEnd: number, cols: number, group: number, alpha: number,
     out: H, outStride: number, accumulate: boolean): void;
+  cudaContrastiveForward(a: H, b: H, n: number, d: number, scale: number, tileRows: number, lseRows: H, lseCols: H): number;
+  cudaContrastiveBackward(a: H, b: H, n: number, d: number, scale: number, tileRows: number, lseRows: H, lseCols: H,
+    gLoss: number, gradA: H, gradB: H): number;
+  cudaAdamwStep(param: H, grad: H, m: H, v: H, n: number, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number): void;
+  cudaSgdStep(param: H, grad: H, momentumBuffer: H | null, n: number, lr: number, momentum: number, dampening: number,
+    weightDecay: number, nesterov: boolean, first: boolean): void;
 }
 
 /** Where `npm run build:cuda` puts the CUDA-enabled addon. */
@@ -594,5 +604,63 @@ export class CudaDevice {
     const [begin, end, c, grp, stride] = checkRowGroups(rowBegin, rowEnd, cols, group, 'outStride', outStride);
     this.binding.cudaGroupRowBroadcast(handleOf('g', g), begin, end, c, grp, checkFiniteNumber('alpha', alpha),
       handleOf('out', out), stride, checkBoolean('accumulate', accumulate));
+  }
+
+  /**
+   * Symmetric InfoNCE (CLIP loss) of paired rows a, b [n, d] with S = scale·a bᵀ, computed over row tiles
+   * of tileRows rows (0: automatic), never n×n (lib/native.ts contrastiveForward), float32. Writes lseRows and
+   * lseCols [n] for the backward; returns the loss (waits for the device).
+   */
+  contrastiveForward(a: Buf, b: Buf, n: number, d: number, scale: number, tileRows: number, lseRows: Buf,
+    lseCols: Buf): number {
+    return this.binding.cudaContrastiveForward(handleOf('a', a), handleOf('b', b), checkPositiveInteger('n', n),
+      checkPositiveInteger('d', d), checkNumberInRange('scale', scale, 0, Number.MAX_VALUE, true),
+      checkNonNegativeInteger('tileRows', tileRows), handleOf('lseRows', lseRows), handleOf('lseCols', lseCols));
+  }
+
+  /**
+   * Writes gradA = scale·G b and gradB = scale·Gᵀ a [n, d] for upstream gLoss, with
+   * G = gLoss/(2n)·(softmax_rows(S) + softmax_cols(S) − 2I) recomputed tile by tile from the forward's
+   * lseRows/lseCols; returns d loss / d logit_scale = Σ G⊙S (waits for the device). Deterministic.
+   */
+  contrastiveBackward(a: Buf, b: Buf, n: number, d: number, scale: number, tileRows: number, lseRows: Buf,
+    lseCols: Buf, gLoss: number, gradA: Buf, gradB: Buf): number {
+    return this.binding.cudaContrastiveBackward(handleOf('a', a), handleOf('b', b), checkPositiveInteger('n', n),
+      checkPositiveInteger('d', d), checkNumberInRange('scale', scale, 0, Number.MAX_VALUE, true),
+      checkNonNegativeInteger('tileRows', tileRows), handleOf('lseRows', lseRows), handleOf('lseCols', lseCols),
+      checkFiniteNumber('gLoss', gLoss), handleOf('gradA', gradA), handleOf('gradB', gradB));
+  }
+
+  /**
+   * Fused AdamW step over float32 [n] buffers, param, m and v updated in place (lib/native.ts adamwStep):
+   * the CPU kernel's operations and roundings, so the results match it bit for bit on AVX2 hosts.
+   */
+  adamwStep(param: Buf, grad: Buf, m: Buf, v: Buf, n: number, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number): void {
+    this.binding.cudaAdamwStep(handleOf('param', param), handleOf('grad', grad), handleOf('m', m), handleOf('v', v),
+      checkNonNegativeInteger('n', n), checkNumberInRange('lr', lr, 0, Number.MAX_VALUE),
+      checkNumberInRange('beta1', beta1, 0, 1, false, true), checkNumberInRange('beta2', beta2, 0, 1, false, true),
+      checkNumberInRange('eps', eps, 0, Number.MAX_VALUE, true),
+      checkNumberInRange('weightDecay', weightDecay, 0, Number.MAX_VALUE), checkPositiveInteger('step', step));
+  }
+
+  /**
+   * SGD step as torch.optim.SGD over float32 [n] buffers (lib/native.ts sgdStep); momentumBuffer is needed
+   * when momentum ≠ 0 (`first` initializes it), nesterov needs momentum > 0 and dampening = 0.
+   */
+  sgdStep(param: Buf, grad: Buf, momentumBuffer: Buf | null, n: number, lr: number, momentum: number,
+    dampening: number, weightDecay: number, nesterov: boolean, first: boolean): void {
+    const mom = checkNumberInRange('momentum', momentum, 0, Number.MAX_VALUE);
+    const damp = checkNumberInRange('dampening', dampening, 0, 1);
+    const buffer = optionalHandle('momentumBuffer', momentumBuffer);
+    if (mom !== 0 && buffer === null) {
+      throw invalidArgument('momentumBuffer', `a DeviceBuffer (momentum is ${mom})`, momentumBuffer);
+    }
+    if (checkBoolean('nesterov', nesterov) && (mom <= 0 || damp !== 0)) {
+      throw rangeError('ERR_ARGUMENT', 'nesterov needs momentum > 0 and dampening = 0 (as torch.optim.SGD)');
+    }
+    this.binding.cudaSgdStep(handleOf('param', param), handleOf('grad', grad), buffer, checkNonNegativeInteger('n', n),
+      checkNumberInRange('lr', lr, 0, Number.MAX_VALUE), mom, damp,
+      checkNumberInRange('weightDecay', weightDecay, 0, Number.MAX_VALUE), nesterov, checkBoolean('first', first));
   }
 }

@@ -2,7 +2,8 @@
  * CUDA kernels (cuda/*.cu) against the CPU kernels of the same addon (cpp/ops), table-driven:
  * op × dtype (float32, bfloat16) × shape, odd sizes (1, 3, 65, 769) included; the slide-level
  * aggregation ops (bag pooling, depthwise conv, Nyström row groups; float32 only) with masks,
- * empty and ragged bags, row chunks and strided views; plus the device runtime (buffers, views,
+ * empty and ragged bags, row chunks and strided views; the training ops (tiled contrastive loss
+ * over several tile sizes and scales, AdamW and SGD over several steps); plus the device runtime (buffers, views,
  * copies through staging, caching allocator, budget, errors).
  *
  * The CUDA build (build-cuda/Release/mstar.node, `npm run build:cuda`) is loaded explicitly
@@ -156,6 +157,7 @@ describe.skipIf(skipGpu !== null)(`CUDA parity${skipGpu === null ? '' : ` (skipp
     console.log(`CUDA devices: ${JSON.stringify(info.devices)} runtime ${info.runtimeVersion} driver ${info.driverVersion}`);
     expect(device.supportedOps()).toContain('gemm');
     expect(device.supportedOps()).toContain('bagPoolForward');
+    expect(device.supportedOps()).toEqual(expect.arrayContaining(['contrastiveForward', 'contrastiveBackward', 'adamwStep', 'sgdStep']));
   });
 
   // ---- GEMM ----
@@ -598,6 +600,171 @@ describe.skipIf(skipGpu !== null)(`CUDA parity${skipGpu === null ? '' : ` (skipp
       expectCode(() => device.groupRowSum(x, 2, 0, 2, 2, 0, x), 'ERR_ARGUMENT');
       expectCode(() => device.groupRowBroadcast(x, 0, 2, 3, 1, 1, x, 2, false), 'ERR_SHAPE');
       expectCode(() => device.groupRowSum(x, 2, 0, 5, 2, 1, small), 'ERR_SHAPE'); // in C++: out needs 10 floats
+      release();
+    });
+  });
+
+  // ---- training: contrastive loss, optimizers (float32) ----
+  /** Rows scaled to unit length, as CLIP embeddings are before the loss. */
+  function normalizedRows(x: Float32Array, n: number, d: number): Float32Array {
+    for (let i = 0; i < n; i++) {
+      let sum = 0;
+      for (let k = 0; k < d; k++) sum += x[i * d + k] * x[i * d + k];
+      const inv = 1 / Math.sqrt(sum || 1);
+      for (let k = 0; k < d; k++) x[i * d + k] *= inv;
+    }
+    return x;
+  }
+  const maxAbs = (x: ArrayLike<number>): number => {
+    let m = 0;
+    for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]));
+    return m;
+  };
+
+  describe('contrastive', () => {
+    // Odd n and d, several tile sizes (0 = automatic; ragged last tiles; one row per tile), scales from
+    // 1 to open_clip's cap of 100, rows above 1024 (block-per-row kernels).
+    const CASES: { n: number; d: number; scale: number; tile: number }[] = [
+      { n: 1, d: 1, scale: 1, tile: 0 },
+      { n: 5, d: 3, scale: 2.5, tile: 2 },
+      { n: 37, d: 70, scale: 14.3, tile: 1 },
+      { n: 65, d: 33, scale: 14.3, tile: 0 },
+      { n: 67, d: 17, scale: 1, tile: 7 },
+      { n: 769, d: 65, scale: 20, tile: 128 },
+      { n: 1030, d: 129, scale: 100, tile: 0 },
+      { n: 4097, d: 512, scale: 14.3, tile: 1000 },
+    ];
+    for (const c of CASES) {
+      const { n, d, scale, tile } = c;
+      it(`n${n} d${d} scale ${scale} tileRows ${tile}`, () => {
+        const a = normalizedRows(randn(n * d, 60), n, d);
+        const noise = randn(n * d, 61, 0.5);
+        const bm = normalizedRows(a.map((v, i) => v + noise[i]), n, d);
+        const gLoss = 0.75;
+        const lseRows = new Float32Array(n), lseCols = new Float32Array(n);
+        const gradA = new Float32Array(n * d), gradB = new Float32Array(n * d);
+        const loss = b.contrastiveForward(a, bm, n, d, scale, tile, lseRows, lseCols);
+        const scaleGrad = b.contrastiveBackward(a, bm, n, d, scale, tile, lseRows, lseCols, gLoss, gradA, gradB);
+
+        const da = up(a), db = up(bm);
+        const dRows = up(new Float32Array(n).fill(Number.NaN)), dCols = up(new Float32Array(n).fill(Number.NaN));
+        const dga = up(new Float32Array(n * d).fill(Number.NaN)), dgb = up(new Float32Array(n * d).fill(Number.NaN));
+        const gotLoss = device.contrastiveForward(da, db, n, d, scale, tile, dRows, dCols);
+        const gotScaleGrad = device.contrastiveBackward(da, db, n, d, scale, tile, dRows, dCols, gLoss, dga, dgb);
+        // |S| <= scale for unit rows; both sides carry float32 GEMM rounding of S (~1e-7·√d·scale).
+        const stol = 5e-6 * scale + 1e-6;
+        expect(Math.abs(gotLoss - loss), `loss ${gotLoss} vs ${loss}`).toBeLessThanOrEqual(stol + 1e-6 * Math.abs(loss));
+        expectAllClose(dRows.toFloat32(n), lseRows, { atol: stol, rtol: 1e-6, label: 'lseRows' });
+        expectAllClose(dCols.toFloat32(n), lseCols, { atol: stol, rtol: 1e-6, label: 'lseCols' });
+        const gtol = 1e-5 * Math.max(maxAbs(gradA), maxAbs(gradB)) * (1 + scale / 10) + 1e-8;
+        const gotA = dga.toFloat32(n * d), gotB = dgb.toFloat32(n * d);
+        expectAllClose(gotA, gradA, { atol: gtol, rtol: 1e-4, label: 'gradA' });
+        expectAllClose(gotB, gradB, { atol: gtol, rtol: 1e-4, label: 'gradB' });
+        // Σ G⊙S cancels: Σ|G⊙S| <= 2·gLoss·scale bounds the terms.
+        expect(Math.abs(gotScaleGrad - scaleGrad), `scale grad ${gotScaleGrad} vs ${scaleGrad}`)
+          .toBeLessThanOrEqual(2e-5 * gLoss * scale + 1e-6 + 1e-4 * Math.abs(scaleGrad));
+
+        // Deterministic: the same call again gives the same bits.
+        const again = device.contrastiveBackward(da, db, n, d, scale, tile, dRows, dCols, gLoss, dga, dgb);
+        expect(again).toBe(gotScaleGrad);
+        expect(dga.toFloat32(n * d)).toEqual(gotA);
+        expect(dgb.toFloat32(n * d)).toEqual(gotB);
+        expect(device.contrastiveForward(da, db, n, d, scale, tile, dRows, dCols)).toBe(gotLoss);
+        release();
+      });
+    }
+
+    it('the tile size changes only the rounding', () => {
+      const n = 301, d = 31, scale = 10;
+      const a = normalizedRows(randn(n * d, 62), n, d), bm = normalizedRows(randn(n * d, 63), n, d);
+      const da = up(a), db = up(bm), rows = zeros(n), cols = zeros(n), ga = zeros(n * d), gb = zeros(n * d);
+      const results = [0, 1, 17, 300].map((tile) => {
+        const loss = device.contrastiveForward(da, db, n, d, scale, tile, rows, cols);
+        const sg = device.contrastiveBackward(da, db, n, d, scale, tile, rows, cols, 1, ga, gb);
+        return { loss, sg, ga: ga.toFloat32(n * d), gb: gb.toFloat32(n * d) };
+      });
+      for (const r of results.slice(1)) {
+        expect(Math.abs(r.loss - results[0].loss)).toBeLessThan(1e-5);
+        expect(Math.abs(r.sg - results[0].sg)).toBeLessThan(1e-4);
+        expectAllClose(r.ga, results[0].ga, { atol: 1e-6, rtol: 1e-4, label: 'gradA' });
+        expectAllClose(r.gb, results[0].gb, { atol: 1e-6, rtol: 1e-4, label: 'gradB' });
+      }
+      release();
+    });
+
+    it('rejects bad sizes, scales and buffers with codes before launching', () => {
+      const x = zeros(64), rows = zeros(4), cols = zeros(4), g1 = zeros(16), g2 = zeros(16), small = zeros(2);
+      expectCode(() => device.contrastiveForward(x, x, 4, 4, 0, 0, rows, cols), 'ERR_ARGUMENT');
+      expectCode(() => device.contrastiveForward(x, x, 0, 4, 1, 0, rows, cols), 'ERR_ARGUMENT');
+      expectCode(() => device.contrastiveForward(x, x, 4, 4, Number.NaN, 0, rows, cols), 'ERR_ARGUMENT');
+      expectCode(() => device.contrastiveBackward(x, x, 4, 4, 1, 0, rows, cols, Infinity, g1, g2), 'ERR_ARGUMENT');
+      // In C++: extents, aliasing, and the same checks again on the raw binding.
+      expectCode(() => device.contrastiveForward(x, x, 4, 4, 1, 0, small, cols), 'ERR_SHAPE');
+      expectCode(() => device.contrastiveForward(x, x, 9, 9, 1, 0, rows, cols), 'ERR_SHAPE');
+      expectCode(() => device.contrastiveBackward(x, x, 4, 4, 1, 0, rows, cols, 1, x, g2), 'ERR_ARGUMENT');
+      expectCode(() => b.cudaContrastiveForward(x.handle, x.handle, 4, 4, 0, 0, rows.handle, cols.handle), 'ERR_ARGUMENT');
+      expectCode(() => b.cudaContrastiveForward(x.handle, x.handle, 0, 4, 1, 0, rows.handle, cols.handle), 'ERR_SHAPE');
+      release();
+    });
+  });
+
+  describe('optimizers', () => {
+    const SIZES = [1, 3, 769, 100_003];
+    for (const n of SIZES) {
+      for (const [weightDecay, beta1] of [[0, 0.9], [0.01, 0.9], [0.05, 0.3]]) {
+        it(`adamw n${n} wd ${weightDecay} β1 ${beta1}, 5 steps`, () => {
+          const param = randn(n, 70), m = new Float32Array(n), v = new Float32Array(n);
+          const dp = up(param), dm = up(m), dv = up(v), dg = zeros(n);
+          for (let step = 1; step <= 5; step++) {
+            const grad = randn(n, 70 + step);
+            b.adamwStep(param, grad, m, v, n, 1e-3, beta1, 0.999, 1e-8, weightDecay, step);
+            dg.upload(grad);
+            device.adamwStep(dp, dg, dm, dv, n, 1e-3, beta1, 0.999, 1e-8, weightDecay, step);
+          }
+          // Same operations and roundings: equal on AVX2/AVX-512 hosts, a few ulps on the portable level.
+          expectAllClose(dp.toFloat32(n), param, { atol: 1e-7, rtol: 1e-6, label: 'param' });
+          expectAllClose(dm.toFloat32(n), m, { atol: 1e-8, rtol: 1e-6, label: 'm' });
+          expectAllClose(dv.toFloat32(n), v, { atol: 1e-10, rtol: 1e-6, label: 'v' });
+          release();
+        });
+      }
+      const SGD: { momentum: number; dampening: number; weightDecay: number; nesterov: boolean }[] = [
+        { momentum: 0, dampening: 0, weightDecay: 0, nesterov: false },
+        { momentum: 0, dampening: 0, weightDecay: 0.01, nesterov: false },
+        { momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false },
+        { momentum: 0.9, dampening: 0.1, weightDecay: 0.01, nesterov: false },
+        { momentum: 0.9, dampening: 0, weightDecay: 0.01, nesterov: true },
+      ];
+      for (const c of SGD) {
+        it(`sgd n${n} momentum ${c.momentum} dampening ${c.dampening} wd ${c.weightDecay}${c.nesterov ? ' nesterov' : ''}, 4 steps`, () => {
+          const param = randn(n, 80), buffer = c.momentum !== 0 ? new Float32Array(n) : null;
+          const dp = up(param), dbuf = buffer ? up(new Float32Array(n).fill(Number.NaN)) : null, dg = zeros(n);
+          for (let step = 0; step < 4; step++) {
+            const grad = randn(n, 80 + step);
+            b.sgdStep(param, grad, buffer, n, 0.05, c.momentum, c.dampening, c.weightDecay, c.nesterov, step === 0);
+            dg.upload(grad);
+            device.sgdStep(dp, dg, dbuf, n, 0.05, c.momentum, c.dampening, c.weightDecay, c.nesterov, step === 0);
+          }
+          expectAllClose(dp.toFloat32(n), param, { atol: 1e-7, rtol: 1e-6, label: 'param' });
+          if (buffer && dbuf) expectAllClose(dbuf.toFloat32(n), buffer, { atol: 1e-7, rtol: 1e-6, label: 'momentumBuffer' });
+          release();
+        });
+      }
+    }
+
+    it('rejects bad hyper-parameters and buffers with codes before launching', () => {
+      const x = zeros(16), g = zeros(16), m = zeros(16), v = zeros(16), small = zeros(4);
+      expectCode(() => device.adamwStep(x, g, m, v, 16, 1e-3, 1, 0.999, 1e-8, 0, 1), 'ERR_ARGUMENT');
+      expectCode(() => device.adamwStep(x, g, m, v, 16, 1e-3, 0.9, 0.999, 0, 0, 1), 'ERR_ARGUMENT');
+      expectCode(() => device.adamwStep(x, g, m, v, 16, 1e-3, 0.9, 0.999, 1e-8, 0, 0), 'ERR_ARGUMENT');
+      expectCode(() => device.sgdStep(x, g, null, 16, 0.1, 0.9, 0, 0, false, true), 'ERR_ARGUMENT');
+      expectCode(() => device.sgdStep(x, g, m, 16, 0.1, 0.9, 0.5, 0, true, true), 'ERR_ARGUMENT');
+      // In C++: extents, aliasing, and the ranges again on the raw binding.
+      expectCode(() => device.adamwStep(x, g, m, small, 16, 1e-3, 0.9, 0.999, 1e-8, 0, 1), 'ERR_SHAPE');
+      expectCode(() => device.adamwStep(x, g, x, v, 16, 1e-3, 0.9, 0.999, 1e-8, 0, 1), 'ERR_ARGUMENT');
+      expectCode(() => device.sgdStep(x, g, g, 16, 0.1, 0.9, 0, 0, false, true), 'ERR_ARGUMENT');
+      expectCode(() => b.cudaAdamwStep(x.handle, g.handle, m.handle, v.handle, 16, 1e-3, 0.9, 1, 1e-8, 0, 1), 'ERR_ARGUMENT');
+      expectCode(() => b.cudaSgdStep(x.handle, g.handle, null, 16, 0.1, 0.9, 0, 0, false, true), 'ERR_ARGUMENT');
       release();
     });
   });

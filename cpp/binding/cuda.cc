@@ -15,11 +15,13 @@
 #ifdef MSTAR_WITH_CUDA
 #include "../../cuda/attention.cuh"
 #include "../../cuda/bag_pool.cuh"
+#include "../../cuda/contrastive.cuh"
 #include "../../cuda/dwconv2d.cuh"
 #include "../../cuda/elementwise.cuh"
 #include "../../cuda/gemm.cuh"
 #include "../../cuda/layernorm.cuh"
 #include "../../cuda/nystrom.cuh"
+#include "../../cuda/optim.cuh"
 #include "../../cuda/runtime.cuh"
 #include "../../cuda/softmax.cuh"
 #endif
@@ -164,7 +166,11 @@ MSTAR_BINDING(cudaSupportedOps) {
                                      "dwconv2dBackwardInput",
                                      "dwconv2dBackwardWeight",
                                      "groupRowSum",
-                                     "groupRowBroadcast"};
+                                     "groupRowBroadcast",
+                                     "contrastiveForward",
+                                     "contrastiveBackward",
+                                     "adamwStep",
+                                     "sgdStep"};
   Napi::Array out = Napi::Array::New(env, sizeof(kOps) / sizeof(kOps[0]));
   for (uint32_t i = 0; i < sizeof(kOps) / sizeof(kOps[0]); ++i) out.Set(i, Napi::String::New(env, kOps[i]));
   return out;
@@ -566,6 +572,80 @@ MSTAR_BINDING(cudaGroupRowBroadcast) {
                           arg_size(info, 3, "cols"), arg_size(info, 4, "group"),
                           static_cast<float>(arg_number(info, 5, "alpha")), arg_span(info, 6, "out", f32),
                           arg_size(info, 7, "outStride"), arg_bool(info, 8, "accumulate"));
+  return info.Env().Undefined();
+}
+
+// ---- training (float32 only, like the CPU kernels) -------------------------------------
+
+namespace {
+
+// The leading arguments of both contrastive functions: (a, b, n, d, scale, tileRows, lseRows, lseCols).
+cu::ContrastiveParams arg_contrastive(const Napi::CallbackInfo& info) {
+  const cu::Dtype f32 = cu::Dtype::F32;
+  cu::ContrastiveParams p;
+  p.a = arg_span(info, 0, "a", f32);
+  p.b = arg_span(info, 1, "b", f32);
+  p.n = arg_size(info, 2, "n");
+  p.d = arg_size(info, 3, "d");
+  p.scale = static_cast<float>(arg_number(info, 4, "scale"));
+  p.tile_rows = arg_size(info, 5, "tileRows");
+  p.lse_rows = arg_span(info, 6, "lseRows", f32);
+  p.lse_cols = arg_span(info, 7, "lseCols", f32);
+  return p;
+}
+
+}  // namespace
+
+// cudaContrastiveForward(a, b, n, d, scale, tileRows, lseRows, lseCols) -> loss (waits for the device)
+MSTAR_BINDING(cudaContrastiveForward) {
+  const cu::ContrastiveParams p = arg_contrastive(info);
+  return number(info.Env(), cu::contrastive_forward(p));
+}
+
+// cudaContrastiveBackward(a, b, n, d, scale, tileRows, lseRows, lseCols, gLoss, gradA, gradB)
+//   -> d loss / d logit_scale (waits for the device)
+MSTAR_BINDING(cudaContrastiveBackward) {
+  cu::ContrastiveParams p = arg_contrastive(info);
+  p.g_loss = static_cast<float>(arg_number(info, 8, "gLoss"));
+  p.grad_a = arg_span(info, 9, "gradA", cu::Dtype::F32);
+  p.grad_b = arg_span(info, 10, "gradB", cu::Dtype::F32);
+  return number(info.Env(), cu::contrastive_backward(p));
+}
+
+// cudaAdamwStep(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, step)
+MSTAR_BINDING(cudaAdamwStep) {
+  const cu::Dtype f32 = cu::Dtype::F32;
+  cu::AdamWParams p;
+  p.param = arg_span(info, 0, "param", f32);
+  p.grad = arg_span(info, 1, "grad", f32);
+  p.m = arg_span(info, 2, "m", f32);
+  p.v = arg_span(info, 3, "v", f32);
+  p.n = arg_size(info, 4, "n");
+  p.lr = arg_number(info, 5, "lr");
+  p.beta1 = arg_number(info, 6, "beta1");
+  p.beta2 = arg_number(info, 7, "beta2");
+  p.eps = arg_number(info, 8, "eps");
+  p.weight_decay = arg_number(info, 9, "weightDecay");
+  p.step = arg_size(info, 10, "step");
+  cu::adamw_step(p);
+  return info.Env().Undefined();
+}
+
+// cudaSgdStep(param, grad, momentumBuffer | null, n, lr, momentum, dampening, weightDecay, nesterov, first)
+MSTAR_BINDING(cudaSgdStep) {
+  const cu::Dtype f32 = cu::Dtype::F32;
+  cu::SgdParams p;
+  p.param = arg_span(info, 0, "param", f32);
+  p.grad = arg_span(info, 1, "grad", f32);
+  p.momentum_buffer = arg_span_optional(info, 2, "momentumBuffer", f32);
+  p.n = arg_size(info, 3, "n");
+  p.lr = arg_number(info, 4, "lr");
+  p.momentum = arg_number(info, 5, "momentum");
+  p.dampening = arg_number(info, 6, "dampening");
+  p.weight_decay = arg_number(info, 7, "weightDecay");
+  p.nesterov = arg_bool(info, 8, "nesterov");
+  p.first = arg_bool(info, 9, "first");
+  cu::sgd_step(p);
   return info.Env().Undefined();
 }
 

@@ -44,6 +44,10 @@ void copy_to_device(void* dst, const void* src, size_t bytes) {
   if (bytes != 0) std::memcpy(dst, src, bytes);
 }
 
+void copy_to_host(void* dst, const void* src, size_t bytes) {
+  if (bytes != 0) std::memcpy(dst, src, bytes);
+}
+
 // Live emulated allocations, for leak checks in the driver.
 size_t emulated_live_allocations() {
   std::lock_guard<std::mutex> lock(g_mutex);

@@ -5,12 +5,15 @@
 // qkv strides, Nk = 0), ragged-bag attention pooling forward and backward (masks, empty
 // and fully masked bags, −Infinity scores), depthwise conv forward and both backward
 // passes (row chunks, strided views, 33×1 and 7×7 kernels), Nyström group sums and
-// broadcasts (row ranges, strided rows), odd sizes included.
+// broadcasts (row ranges, strided rows), the tiled contrastive (CLIP) loss forward and
+// backward (several tile sizes, a tile ending mid-GEMM-block, rows above 1024 columns,
+// determinism), fused AdamW and SGD steps over several steps, odd sizes included.
 // What it proves: the kernels' indexing, tiling, pipelining and fragment arithmetic are
 // right under the PTX semantics as emu.h states them. What it cannot: timing, real
 // memory-model races, compiler or hardware behaviour; test/cuda.test.ts on a GPU does that.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <functional>
@@ -21,11 +24,13 @@
 #include "../../../cuda/attention.cuh"
 #include "../../../cuda/bag_pool.cuh"
 #include "../../../cuda/common.cuh"
+#include "../../../cuda/contrastive.cuh"
 #include "../../../cuda/dwconv2d.cuh"
 #include "../../../cuda/elementwise.cuh"
 #include "../../../cuda/gemm.cuh"
 #include "../../../cuda/layernorm.cuh"
 #include "../../../cuda/nystrom.cuh"
+#include "../../../cuda/optim.cuh"
 #include "../../../cuda/softmax.cuh"
 
 namespace mstar::cuda {
@@ -947,6 +952,371 @@ void test_nystrom() {
                [&] { group_row_sum(small.span(), 2, 0, 2, 2, 0, small.span()); });
 }
 
+// ---- contrastive loss -----------------------------------------------------------------------
+
+// |got − want| for a scalar; prints like expect_close.
+void expect_scalar(const std::string& label, double got, double want, double atol, double rtol) {
+  ++g_checks;
+  const double err = std::fabs(got - want);
+  if (!(err <= atol + rtol * std::fabs(want))) {
+    ++g_failures;
+    std::printf("FAIL %s: got %.9g want %.9g (err %.3g)\n", label.c_str(), got, want, err);
+  } else {
+    std::printf("ok   %s (abs err %.2g)\n", label.c_str(), err);
+  }
+}
+
+struct ContrastiveCase {
+  int64_t n, d;
+  float scale;
+  int64_t tile_rows;
+};
+
+void run_contrastive_case(const ContrastiveCase& t) {
+  const int64_t n = t.n, d = t.d;
+  Buffer a(Dtype::F32, n * d), b(Dtype::F32, n * d), lse_rows(Dtype::F32, n), lse_cols(Dtype::F32, n);
+  Buffer grad_a(Dtype::F32, n * d), grad_b(Dtype::F32, n * d);
+  a.fill_random();
+  b.fill_random();
+  // Pairs more alike than the rest, as after training: b_i = a_i + noise; rows of about
+  // unit length (as CLIP normalizes them), so that S = O(scale) and the softmaxes are not one-hot.
+  const float unit = static_cast<float>(std::sqrt(3.0 / static_cast<double>(d)));
+  for (int64_t i = 0; i < n * d; ++i) {
+    a.set(i, unit * a.get(i));
+    b.set(i, 0.5f * unit * b.get(i) + a.get(i));
+  }
+  lse_rows.fill(NAN);
+  lse_cols.fill(NAN);
+  grad_a.fill(NAN);  // every entry must be written (beta = 0 on the first tile)
+  grad_b.fill(NAN);
+  const float g_loss = 0.75f;
+  ContrastiveParams p;
+  p.a = a.span();
+  p.b = b.span();
+  p.n = n;
+  p.d = d;
+  p.scale = t.scale;
+  p.tile_rows = t.tile_rows;
+  p.lse_rows = lse_rows.span();
+  p.lse_cols = lse_cols.span();
+  p.g_loss = g_loss;
+  p.grad_a = grad_a.span();
+  p.grad_b = grad_b.span();
+  const double loss = contrastive_forward(p);
+  const double scale_grad = contrastive_backward(p);
+
+  // float64 reference from the float inputs.
+  std::vector<double> S(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int64_t k = 0; k < d; ++k) acc += static_cast<double>(a.get(i * d + k)) * b.get(j * d + k);
+      S[static_cast<size_t>(i * n + j)] = t.scale * acc;
+    }
+  std::vector<double> want_rows(static_cast<size_t>(n)), want_cols(static_cast<size_t>(n));
+  double want_loss = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double mr = -INFINITY, mc = -INFINITY, sr = 0, sc = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      mr = std::fmax(mr, S[static_cast<size_t>(i * n + j)]);
+      mc = std::fmax(mc, S[static_cast<size_t>(j * n + i)]);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      sr += std::exp(S[static_cast<size_t>(i * n + j)] - mr);
+      sc += std::exp(S[static_cast<size_t>(j * n + i)] - mc);
+    }
+    want_rows[static_cast<size_t>(i)] = mr + std::log(sr);
+    want_cols[static_cast<size_t>(i)] = mc + std::log(sc);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    want_loss += want_rows[static_cast<size_t>(i)] + want_cols[static_cast<size_t>(i)] - 2 * S[static_cast<size_t>(i * n + i)];
+  }
+  want_loss /= 2.0 * n;
+  const double c = g_loss / (2.0 * n);
+  std::vector<double> G(static_cast<size_t>(n * n)), want_ga(static_cast<size_t>(n * d), 0), want_gb(static_cast<size_t>(n * d), 0);
+  double want_scale_grad = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const double s = S[static_cast<size_t>(i * n + j)];
+      const double g = c * (std::exp(s - want_rows[static_cast<size_t>(i)]) + std::exp(s - want_cols[static_cast<size_t>(j)])) -
+                       (i == j ? 2 * c : 0.0);
+      G[static_cast<size_t>(i * n + j)] = g;
+      want_scale_grad += g * s;
+    }
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const double g = t.scale * G[static_cast<size_t>(i * n + j)];
+      for (int64_t k = 0; k < d; ++k) {
+        want_ga[static_cast<size_t>(i * d + k)] += g * b.get(j * d + k);
+        want_gb[static_cast<size_t>(j * d + k)] += g * a.get(i * d + k);
+      }
+    }
+  char tag[96];
+  std::snprintf(tag, sizeof tag, "n%lld d%lld scale %g tile %lld", static_cast<long long>(n), static_cast<long long>(d),
+                static_cast<double>(t.scale), static_cast<long long>(t.tile_rows));
+  // S carries float32 GEMM error (~1e-7·scale·Σ|a||b|); the lse inherits it.
+  const double stol = 2e-6 * t.scale * std::sqrt(static_cast<double>(d)) + 1e-6;
+  expect_scalar(std::string("contrastive_forward loss ") + tag, loss, want_loss, stol, 1e-6);
+  expect_close(std::string("contrastive_forward lseRows ") + tag, lse_rows, want_rows, stol, 1e-6);
+  expect_close(std::string("contrastive_forward lseCols ") + tag, lse_cols, want_cols, stol, 1e-6);
+  // Gradients: scale · Σ_j G_ij b_j with |G| ≤ ~g_loss/n; errors relative to the largest entry.
+  double gmax = 0;
+  for (double v : want_ga) gmax = std::fmax(gmax, std::fabs(v));
+  for (double v : want_gb) gmax = std::fmax(gmax, std::fabs(v));
+  const double gtol = 1e-5 * gmax * (1 + stol) + 1e-7;
+  expect_close(std::string("contrastive_backward gradA ") + tag, grad_a, want_ga, gtol, 1e-4);
+  expect_close(std::string("contrastive_backward gradB ") + tag, grad_b, want_gb, gtol, 1e-4);
+  // Σ G⊙S cancels twice: the rows of G sum to ~0, and with peaked softmaxes G_ii = c·(p + q) − 2c
+  // is itself a small difference (formed in float32, as on the CPU). The tolerance is relative to
+  // the terms before any cancellation: Σ c·(p + q)·|S| + 2c·Σ|S_ii|.
+  double abs_terms = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const size_t k = static_cast<size_t>(i * n + j);
+      abs_terms += std::fabs((G[k] + (i == j ? 2 * c : 0.0)) * S[k]) + (i == j ? 2 * c * std::fabs(S[k]) : 0.0);
+    }
+  expect_scalar(std::string("contrastive_backward scaleGrad ") + tag, scale_grad, want_scale_grad, 2e-6 * abs_terms + 1e-7,
+                1e-5);
+
+  // Deterministic: a second run gives the same bits.
+  const std::vector<double> ga1 = grad_a.values(), gb1 = grad_b.values(), rows1 = lse_rows.values();
+  const double loss2 = contrastive_forward(p), scale_grad2 = contrastive_backward(p);
+  ++g_checks;
+  if (loss2 != loss || scale_grad2 != scale_grad || grad_a.values() != ga1 || grad_b.values() != gb1 ||
+      lse_rows.values() != rows1) {
+    ++g_failures;
+    std::printf("FAIL contrastive rerun differs %s\n", tag);
+  } else {
+    std::printf("ok   contrastive rerun is bit-identical %s\n", tag);
+  }
+}
+
+void test_contrastive() {
+  const ContrastiveCase cases[] = {
+      {1, 1, 1.0f, 0},
+      {5, 3, 2.5f, 2},     // tiles of 2, 2 and 1 rows
+      {65, 33, 10.0f, 0},  // one tile
+      {67, 17, 1.0f, 7},   // ragged last tile
+      {130, 9, 20.0f, 64}, // S tiles spanning two GEMM column blocks, a 2-row last tile
+      {37, 70, 14.3f, 1},  // one row per tile
+  };
+  for (const ContrastiveCase& c : cases) run_contrastive_case(c);
+  // Rows above 1024 columns take the block-per-row kernels. Its GEMMs take minutes under
+  // the emulator on a small machine, hence opt-in.
+  if (const char* slow = std::getenv("CUDA_EMU_SLOW"); slow != nullptr && std::strcmp(slow, "1") == 0) {
+    run_contrastive_case({1030, 2, 3.0f, 600});
+  } else {
+    std::printf("skip contrastive n1030 (block-per-row kernels; CUDA_EMU_SLOW=1 runs it)\n");
+  }
+
+  Buffer x(Dtype::F32, 64), small(Dtype::F32, 2), out(Dtype::F32, 64), out2(Dtype::F32, 64);
+  ContrastiveParams p;
+  p.a = x.span();
+  p.b = x.span();
+  p.n = 4;
+  p.d = 4;
+  p.lse_rows = out.span();
+  p.lse_cols = {static_cast<float*>(out.data) + 8, 8};
+  p.grad_a = out2.span();
+  p.grad_b = {static_cast<float*>(out2.data) + 16, 16};
+  ContrastiveParams bad = p;
+  bad.scale = 0.0f;
+  expect_error("contrastive rejects scale 0", ErrorCode::Argument, [&] { contrastive_forward(bad); });
+  bad = p;
+  bad.n = 0;
+  expect_error("contrastive rejects n 0", ErrorCode::Shape, [&] { contrastive_forward(bad); });
+  bad = p;
+  bad.lse_rows = small.span();
+  expect_error("contrastive rejects a too-small lseRows", ErrorCode::Shape, [&] { contrastive_forward(bad); });
+  bad = p;
+  bad.a = {x.data, 8};
+  expect_error("contrastive rejects a too-small a", ErrorCode::Shape, [&] { contrastive_backward(bad); });
+  bad = p;
+  bad.grad_b = {static_cast<float*>(out2.data) + 8, 16};
+  expect_error("contrastive rejects gradB overlapping gradA", ErrorCode::Argument, [&] { contrastive_backward(bad); });
+  bad = p;
+  bad.lse_cols = {static_cast<float*>(x.data) + 4, 8};
+  expect_error("contrastive rejects lseCols overlapping a", ErrorCode::Argument, [&] { contrastive_forward(bad); });
+  bad = p;
+  bad.g_loss = NAN;
+  expect_error("contrastive rejects a NaN gLoss", ErrorCode::Argument, [&] { contrastive_backward(bad); });
+}
+
+// ---- optimizers -----------------------------------------------------------------------------
+
+// The CPU kernel's float operations on AVX2 (cpp/ops/optim.cc), spelled out in scalar code:
+// the device must match it bit for bit.
+struct HostAdamW {
+  static void step(float& p, float g, float& m, float& v, const AdamWParams& h) {
+    const double step = static_cast<double>(h.step);
+    const float w = static_cast<float>(1.0 - h.beta1);
+    const bool from_m = std::fabs(w) < 0.5f;
+    const float lerp = from_m ? w : w - 1.0f;
+    const float b2 = static_cast<float>(h.beta2), omb2 = static_cast<float>(1.0 - h.beta2);
+    const float bc2 = static_cast<float>(std::sqrt(1.0 - std::pow(h.beta2, step)));
+    const float nss = static_cast<float>(-(h.lr / (1.0 - std::pow(h.beta1, step))));
+    if (h.weight_decay != 0) p = p * static_cast<float>(1.0 - h.lr * h.weight_decay);
+    m = std::fmaf(lerp, g - m, from_m ? m : g);
+    v = std::fmaf(omb2 * g, g, v * b2);
+    const float denom = std::sqrt(v) / bc2 + static_cast<float>(h.eps);
+    p = p + (nss * m) / denom;
+  }
+};
+
+void test_optim() {
+  const int64_t sizes[] = {1, 3, 1000, 70001};
+  for (int64_t n : sizes) {
+    for (double wd : {0.0, 0.05}) {
+      for (double beta1 : {0.9, 0.3}) {  // 1 − β1 below and above 0.5: both lerp forms
+        Buffer param(Dtype::F32, n), grad(Dtype::F32, n), m(Dtype::F32, n), v(Dtype::F32, n);
+        param.fill_random();
+        m.fill(0);
+        v.fill(0);
+        std::vector<float> hp(static_cast<size_t>(n)), hm(static_cast<size_t>(n), 0), hv(static_cast<size_t>(n), 0);
+        std::vector<double> dp(static_cast<size_t>(n)), dm(static_cast<size_t>(n), 0), dv(static_cast<size_t>(n), 0);
+        for (int64_t i = 0; i < n; ++i) hp[static_cast<size_t>(i)] = param.get(i), dp[static_cast<size_t>(i)] = param.get(i);
+        AdamWParams h;
+        h.param = param.span();
+        h.grad = grad.span();
+        h.m = m.span();
+        h.v = v.span();
+        h.n = n;
+        h.lr = 1e-2;
+        h.beta1 = beta1;
+        h.beta2 = 0.999;
+        h.eps = 1e-8;
+        h.weight_decay = wd;
+        for (int64_t step = 1; step <= 5; ++step) {
+          grad.fill_random();
+          h.step = step;
+          adamw_step(h);
+          for (int64_t i = 0; i < n; ++i) {
+            const size_t k = static_cast<size_t>(i);
+            const double g = grad.get(i);
+            HostAdamW::step(hp[k], grad.get(i), hm[k], hv[k], h);
+            dp[k] *= 1 - h.lr * wd;
+            dm[k] = beta1 * dm[k] + (1 - beta1) * g;
+            dv[k] = h.beta2 * dv[k] + (1 - h.beta2) * g * g;
+            const double mhat = dm[k] / (1 - std::pow(beta1, step)), vhat = dv[k] / (1 - std::pow(h.beta2, step));
+            dp[k] -= h.lr * mhat / (std::sqrt(vhat) + h.eps);
+          }
+        }
+        char tag[96];
+        std::snprintf(tag, sizeof tag, "n%lld wd %g beta1 %g, 5 steps", static_cast<long long>(n), wd, beta1);
+        expect_close(std::string("adamw_step param vs float64 ") + tag, param, dp, 1e-5, 1e-5);
+        expect_close(std::string("adamw_step m vs float64 ") + tag, m, dm, 1e-6, 1e-5);
+        expect_close(std::string("adamw_step v vs float64 ") + tag, v, dv, 1e-7, 1e-5);
+        expect_close(std::string("adamw_step param vs the CPU's float ops (exact) ") + tag, param,
+                     std::vector<double>(hp.begin(), hp.end()), 0, 0);
+        expect_close(std::string("adamw_step m, v exact ") + tag, m, std::vector<double>(hm.begin(), hm.end()), 0, 0);
+        expect_close(std::string("adamw_step v exact ") + tag, v, std::vector<double>(hv.begin(), hv.end()), 0, 0);
+      }
+    }
+  }
+
+  struct SgdCase {
+    double momentum, dampening, wd;
+    bool nesterov;
+  };
+  const SgdCase cases[] = {{0, 0, 0, false}, {0, 0, 0.01, false}, {0.9, 0, 0, false},
+                           {0.9, 0.1, 0.01, false}, {0.9, 0, 0.01, true}};
+  for (int64_t n : sizes) {
+    for (const SgdCase& t : cases) {
+      Buffer param(Dtype::F32, n), grad(Dtype::F32, n), buf(Dtype::F32, n);
+      param.fill_random();
+      buf.fill(NAN);  // the first step must not read it
+      std::vector<float> hp(static_cast<size_t>(n)), hb(static_cast<size_t>(n), 0);
+      std::vector<double> dp(static_cast<size_t>(n)), db(static_cast<size_t>(n), 0);
+      for (int64_t i = 0; i < n; ++i) hp[static_cast<size_t>(i)] = param.get(i), dp[static_cast<size_t>(i)] = param.get(i);
+      SgdParams h;
+      h.param = param.span();
+      h.grad = grad.span();
+      if (t.momentum != 0) h.momentum_buffer = buf.span();
+      h.n = n;
+      h.lr = 0.05;
+      h.momentum = t.momentum;
+      h.dampening = t.dampening;
+      h.weight_decay = t.wd;
+      h.nesterov = t.nesterov;
+      const float wd = static_cast<float>(t.wd), mom = static_cast<float>(t.momentum);
+      const float omd = static_cast<float>(1.0 - t.dampening), neg_lr = static_cast<float>(-h.lr);
+      for (int step = 0; step < 4; ++step) {
+        grad.fill_random();
+        h.first = step == 0;
+        sgd_step(h);
+        for (int64_t i = 0; i < n; ++i) {
+          const size_t k = static_cast<size_t>(i);
+          // The CPU's float operations.
+          float d = grad.get(i);
+          if (t.wd != 0) d = std::fmaf(hp[k], wd, d);
+          if (t.momentum != 0) {
+            hb[k] = h.first ? d : std::fmaf(d, omd, hb[k] * mom);
+            d = t.nesterov ? std::fmaf(hb[k], mom, d) : hb[k];
+          }
+          hp[k] = std::fmaf(d, neg_lr, hp[k]);
+          // float64.
+          double dd = grad.get(i) + t.wd * dp[k];
+          if (t.momentum != 0) {
+            db[k] = h.first ? dd : t.momentum * db[k] + (1 - t.dampening) * dd;
+            dd = t.nesterov ? dd + t.momentum * db[k] : db[k];
+          }
+          dp[k] -= h.lr * dd;
+        }
+      }
+      char tag[112];
+      std::snprintf(tag, sizeof tag, "n%lld momentum %g dampening %g wd %g%s, 4 steps", static_cast<long long>(n),
+                    t.momentum, t.dampening, t.wd, t.nesterov ? " nesterov" : "");
+      expect_close(std::string("sgd_step param vs float64 ") + tag, param, dp, 1e-6, 1e-5);
+      expect_close(std::string("sgd_step param exact ") + tag, param, std::vector<double>(hp.begin(), hp.end()), 0, 0);
+      if (t.momentum != 0) {
+        expect_close(std::string("sgd_step buffer vs float64 ") + tag, buf, db, 1e-6, 1e-5);
+        expect_close(std::string("sgd_step buffer exact ") + tag, buf, std::vector<double>(hb.begin(), hb.end()), 0, 0);
+      }
+    }
+  }
+
+  Buffer x(Dtype::F32, 16), y(Dtype::F32, 16), z(Dtype::F32, 16), w(Dtype::F32, 16), small(Dtype::F32, 4);
+  AdamWParams a;
+  a.param = x.span();
+  a.grad = y.span();
+  a.m = z.span();
+  a.v = w.span();
+  a.n = 16;
+  a.lr = 1e-3;
+  AdamWParams bad = a;
+  bad.beta1 = 1.0;
+  expect_error("adamw rejects beta1 = 1", ErrorCode::Argument, [&] { adamw_step(bad); });
+  bad = a;
+  bad.eps = 0;
+  expect_error("adamw rejects eps = 0", ErrorCode::Argument, [&] { adamw_step(bad); });
+  bad = a;
+  bad.step = 0;
+  expect_error("adamw rejects step 0", ErrorCode::Argument, [&] { adamw_step(bad); });
+  bad = a;
+  bad.v = small.span();
+  expect_error("adamw rejects a too-small v", ErrorCode::Shape, [&] { adamw_step(bad); });
+  bad = a;
+  bad.m = {static_cast<float*>(x.data) + 4, 12};
+  bad.n = 8;
+  expect_error("adamw rejects m overlapping param", ErrorCode::Argument, [&] { adamw_step(bad); });
+  SgdParams s;
+  s.param = x.span();
+  s.grad = y.span();
+  s.n = 16;
+  s.lr = 0.1;
+  s.momentum = 0.9;
+  expect_error("sgd rejects momentum without a buffer", ErrorCode::Argument, [&] { sgd_step(s); });
+  s.momentum_buffer = z.span();
+  s.nesterov = true;
+  s.dampening = 0.5;
+  expect_error("sgd rejects nesterov with dampening", ErrorCode::Argument, [&] { sgd_step(s); });
+  s.nesterov = false;
+  s.momentum_buffer = y.span();
+  expect_error("sgd rejects a buffer aliasing grad", ErrorCode::Argument, [&] { sgd_step(s); });
+  s.dampening = 1.5;
+  expect_error("sgd rejects dampening > 1", ErrorCode::Argument, [&] { sgd_step(s); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -960,6 +1330,8 @@ int main(int argc, char** argv) {
   if (want("bag_pool")) test_bag_pool();
   if (want("dwconv2d")) test_dwconv2d();
   if (want("nystrom")) test_nystrom();
+  if (want("contrastive")) test_contrastive();
+  if (want("optim")) test_optim();
   if (emulated_live_allocations() != 0) {
     std::printf("FAIL %zu emulated device allocations leaked\n", emulated_live_allocations());
     ++g_failures;

@@ -2,7 +2,7 @@
 # Builds the CUDA kernels for the host emulation (emu.h) with AddressSanitizer and
 # UBSan and runs them against float64 references (emu_test.cc). No GPU needed; needs
 # g++ with C++20 and the CUDA headers (for cuda_runtime_api.h only).
-#   test/native/cuda_emu/run.sh [gemm|elementwise|softmax|layernorm|attention|bag_pool|dwconv2d|nystrom]
+#   test/native/cuda_emu/run.sh [gemm|elementwise|softmax|layernorm|attention|bag_pool|dwconv2d|nystrom|contrastive|optim]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 cuda_include=
@@ -31,7 +31,7 @@ compile() {  # source object [extra flags]
   fi
   objects+=("$obj")
 }
-for kernel in gemm elementwise softmax layernorm attention bag_pool dwconv2d nystrom; do
+for kernel in gemm elementwise softmax layernorm attention bag_pool dwconv2d nystrom contrastive optim; do
   compile "cuda/$kernel.cu" "$out/$kernel.o" -x c++ "${emu[@]}"
 done
 compile test/native/cuda_emu/emu_test.cc "$out/emu_test.o" "${emu[@]}"
