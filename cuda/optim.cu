@@ -5,6 +5,7 @@
 // and sqrt are the correctly rounded __fdiv_rn / __fsqrt_rn whatever the flags say.
 #include <cmath>
 
+#include "../cpp/ops/adamw_coefficients.h"
 #include "common.cuh"
 #include "optim.cuh"
 
@@ -47,35 +48,6 @@ __device__ __forceinline__ float sqrt_rn(float a) {
 #else
   return std::sqrt(a);
 #endif
-}
-
-// AdamW's coefficients, rounded to float32 exactly as cpp/ops/optim.cc rounds them.
-struct AdamWCoefficients {
-  bool decay;          // weight_decay ≠ 0
-  bool lerp_from_m;    // torch's lerp: fma(w, g − m, m) when |w| < 0.5, else fma(w − 1, g − m, g)
-  float decay_factor;  // 1 − lr·wd
-  float lerp_coeff;
-  float beta2;
-  float one_minus_beta2;
-  float bias_correction2_sqrt;
-  float eps;
-  float neg_step_size;  // −lr / (1 − β1^step)
-};
-
-AdamWCoefficients adamw_coefficients(const AdamWParams& h) {
-  AdamWCoefficients c;
-  const double step = static_cast<double>(h.step);
-  c.decay = h.weight_decay != 0.0;
-  c.decay_factor = static_cast<float>(1.0 - h.lr * h.weight_decay);
-  const float w = static_cast<float>(1.0 - h.beta1);
-  c.lerp_from_m = std::fabs(w) < 0.5f;
-  c.lerp_coeff = c.lerp_from_m ? w : w - 1.0f;
-  c.beta2 = static_cast<float>(h.beta2);
-  c.one_minus_beta2 = static_cast<float>(1.0 - h.beta2);
-  c.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(h.beta2, step)));
-  c.eps = static_cast<float>(h.eps);
-  c.neg_step_size = static_cast<float>(-(h.lr / (1.0 - std::pow(h.beta1, step))));
-  return c;
 }
 
 __global__ void __launch_bounds__(kThreads)

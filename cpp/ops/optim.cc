@@ -8,6 +8,7 @@
 
 #include "../core/error.h"
 #include "../core/thread_pool.h"
+#include "adamw_coefficients.h"
 #include "simd_math.h"
 
 namespace mstar {
@@ -15,37 +16,6 @@ namespace {
 
 // Elementwise work is cheap per element: tasks of at least this many elements.
 constexpr int64_t kGrain = int64_t{1} << 15;
-
-// AdamW's coefficients, as torch rounds them to float32 for its kernels.
-struct AdamWCoefficients {
-  bool decay;         // weight_decay ≠ 0
-  float decay_factor; // 1 − lr·wd
-  // torch's vectorized lerp(m, g, w): fma(w, g − m, m) when |w| < 0.5, else
-  // fma(w − 1, g − m, g) — exact at both ends of the weight range.
-  float lerp_coeff;
-  bool lerp_from_m;
-  float beta2;
-  float one_minus_beta2;
-  float bias_correction2_sqrt;
-  float eps;
-  float neg_step_size;  // −lr / (1 − β1^step)
-};
-
-AdamWCoefficients adamw_coefficients(const AdamWHyperparams& h) {
-  AdamWCoefficients c;
-  const double step = static_cast<double>(h.step);
-  c.decay = h.weight_decay != 0.0;
-  c.decay_factor = static_cast<float>(1.0 - h.lr * h.weight_decay);
-  const float w = static_cast<float>(1.0 - h.beta1);
-  c.lerp_from_m = std::fabs(w) < 0.5f;
-  c.lerp_coeff = c.lerp_from_m ? w : w - 1.0f;
-  c.beta2 = static_cast<float>(h.beta2);
-  c.one_minus_beta2 = static_cast<float>(1.0 - h.beta2);
-  c.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(h.beta2, step)));
-  c.eps = static_cast<float>(h.eps);
-  c.neg_step_size = static_cast<float>(-(h.lr / (1.0 - std::pow(h.beta1, step))));
-  return c;
-}
 
 template <class V>
 void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWCoefficients* c) {
