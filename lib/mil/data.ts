@@ -1,7 +1,7 @@
 /**
  * Cohorts in the mSTAR repository's CSV layouts and bags of patch features from disk.
  *
- * Layouts (see ../shared/fixtures/mstar-repo/splits/ and the repository's datasets/):
+ * Layouts (examples in test/fixtures/splits/; the mSTAR repository's datasets/):
  * - survival (`datasets/TCGA_Survival.py`): `Study,ID,Event,Status,WSI,split` — one row per
  *   patient; Event = follow-up time (months), Status 1 = event observed (censorship c = 1 − Status);
  *   WSI = `;`-separated feature files of the patient's slides; split train | validation | test
