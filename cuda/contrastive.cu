@@ -141,10 +141,6 @@ __global__ void __launch_bounds__(kFinishThreads) sum_kernel(const double* value
 
 // ---- host side -----------------------------------------------------------------------
 
-DeviceSpan float_span(void* base, int64_t offset, int64_t elems) {
-  return DeviceSpan{static_cast<float*>(base) + offset, elems};
-}
-
 // Row kernels over `rows` rows of n columns: a warp per row up to kRowLongThreshold columns.
 template <typename WarpKernel, typename BlockKernel, typename... Args>
 void launch_rows(const char* name, WarpKernel warp_kernel, BlockKernel block_kernel, int64_t rows, int64_t n,
@@ -156,21 +152,23 @@ void launch_rows(const char* name, WarpKernel warp_kernel, BlockKernel block_ker
   }
 }
 
+// c [m×n] = alpha · op(a) · op(b) + beta · c over dense row-major device operands:
+// a [m×k] (or [k×m] when trans_a), b [k×n] (or [n×k] when trans_b).
+void dense_gemm(const float* a, bool trans_a, const float* b, bool trans_b, float* c, int64_t m, int64_t n, int64_t k,
+                float alpha, float beta = 0.0f) {
+  GemmParams g;
+  g.a = DeviceSpan{const_cast<float*>(a), m * k}, g.b = DeviceSpan{const_cast<float*>(b), k * n}, g.c = DeviceSpan{c, m * n};
+  g.m = m, g.n = n, g.k = k;
+  g.trans_a = trans_a, g.trans_b = trans_b;
+  g.lda = trans_a ? m : k, g.ldb = trans_b ? k : n, g.ldc = n;
+  g.alpha = alpha, g.beta = beta;
+  gemm(g);
+}
+
 // s [rows, n] = scale · a[r0 : r0 + rows] · bᵀ
 void similarity_tile(const ContrastiveParams& p, int64_t r0, int64_t rows, float* s) {
-  GemmParams g;
-  g.a = float_span(p.a.data, r0 * p.d, rows * p.d);
-  g.b = float_span(p.b.data, 0, p.n * p.d);
-  g.c = DeviceSpan{s, rows * p.n};
-  g.m = rows;
-  g.n = p.n;
-  g.k = p.d;
-  g.trans_b = true;
-  g.lda = p.d;
-  g.ldb = p.d;
-  g.ldc = p.n;
-  g.alpha = p.scale;
-  gemm(g);
+  dense_gemm(static_cast<const float*>(p.a.data) + r0 * p.d, false, static_cast<const float*>(p.b.data), true, s, rows,
+             p.n, p.d, p.scale);
 }
 
 bool overlaps(const DeviceSpan& x, int64_t x_elems, const DeviceSpan& y, int64_t y_elems) {
@@ -275,32 +273,12 @@ double contrastive_backward(const ContrastiveParams& p) {
     launch_rows("contrastive_gradient_rows", gradient_rows_kernel<32>, gradient_rows_kernel<kRowBlock>, rows, n,
                 s.as<float>(), rows, n, r0, static_cast<const float*>(p.lse_rows.data),
                 static_cast<const float*>(p.lse_cols.data), coefficient, row_dot.as<double>());
-    GemmParams ga;  // grad_a[r0 : r0 + rows] = scale · G · b
-    ga.a = DeviceSpan{s.as<float>(), rows * n};
-    ga.b = float_span(p.b.data, 0, n * d);
-    ga.c = float_span(p.grad_a.data, r0 * d, rows * d);
-    ga.m = rows;
-    ga.n = d;
-    ga.k = n;
-    ga.lda = n;
-    ga.ldb = d;
-    ga.ldc = d;
-    ga.alpha = p.scale;
-    gemm(ga);
-    GemmParams gb;  // grad_b (+)= scale · Gᵀ · a[r0 : r0 + rows]
-    gb.a = DeviceSpan{s.as<float>(), rows * n};
-    gb.b = float_span(p.a.data, r0 * d, rows * d);
-    gb.c = float_span(p.grad_b.data, 0, n * d);
-    gb.m = n;
-    gb.n = d;
-    gb.k = rows;
-    gb.trans_a = true;
-    gb.lda = n;
-    gb.ldb = d;
-    gb.ldc = d;
-    gb.alpha = p.scale;
-    gb.beta = r0 == 0 ? 0.0f : 1.0f;
-    gemm(gb);
+    // grad_a[r0 : r0 + rows] = scale · G · b;  grad_b (+)= scale · Gᵀ · a[r0 : r0 + rows]
+    const float* a = static_cast<const float*>(p.a.data);
+    const float* b = static_cast<const float*>(p.b.data);
+    dense_gemm(s.as<float>(), false, b, false, static_cast<float*>(p.grad_a.data) + r0 * d, rows, d, n, p.scale);
+    dense_gemm(s.as<float>(), true, a + r0 * d, false, static_cast<float*>(p.grad_b.data), n, d, rows, p.scale,
+               r0 == 0 ? 0.0f : 1.0f);
   }
   launch("contrastive_scale_grad", sum_kernel, dim3(1), dim3(kFinishThreads), 0,
          static_cast<const double*>(row_dot.as<double>()), n, scale_grad.as<double>());

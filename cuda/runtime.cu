@@ -189,23 +189,21 @@ DeviceInfo device_info(int index) {
   return info;
 }
 
-int runtime_version() noexcept {
+namespace {
+// A version number from `query`, or 0 (with the error cleared) when it fails.
+int version_or_zero(cudaError_t (*query)(int*)) noexcept {
   int v = 0;
-  if (cudaRuntimeGetVersion(&v) != cudaSuccess) {
+  if (query(&v) != cudaSuccess) {
     cudaGetLastError();
     return 0;
   }
   return v;
 }
+}  // namespace
 
-int driver_version() noexcept {
-  int v = 0;
-  if (cudaDriverGetVersion(&v) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return v;
-}
+int runtime_version() noexcept { return version_or_zero(cudaRuntimeGetVersion); }
+
+int driver_version() noexcept { return version_or_zero(cudaDriverGetVersion); }
 
 bool device_lost() { return device_state().lost.load(); }
 

@@ -27,21 +27,22 @@ int64_t tile_rows_for(const ContrastiveParams& p) {
   return std::clamp<int64_t>(kTileElements / std::max<int64_t>(p.n, 1), 1, p.n);
 }
 
+// c [m×n] = alpha · op(a) · op(b) + beta · c over dense row-major operands:
+// a [m×k] (or [k×m] when trans_a), b [k×n] (or [n×k] when trans_b).
+void dense_gemm(const float* a, bool trans_a, const float* b, bool trans_b, float* c, int64_t m, int64_t n, int64_t k,
+                float alpha, float beta = 0.0f) {
+  GemmParams g;
+  g.a = a, g.b = b, g.c = c;
+  g.m = m, g.n = n, g.k = k;
+  g.trans_a = trans_a, g.trans_b = trans_b;
+  g.lda = trans_a ? m : k, g.ldb = trans_b ? k : n, g.ldc = n;
+  g.alpha = alpha, g.beta = beta;
+  gemm(g);
+}
+
 // s [rows, n] = scale · a[r0 : r0 + rows] · bᵀ
 void similarity_tile(const ContrastiveParams& p, int64_t r0, int64_t rows, float* s) {
-  GemmParams g;
-  g.a = p.a + r0 * p.d;
-  g.b = p.b;
-  g.c = s;
-  g.m = rows;
-  g.n = p.n;
-  g.k = p.d;
-  g.trans_b = true;
-  g.lda = p.d;
-  g.ldb = p.d;
-  g.ldc = p.n;
-  g.alpha = p.scale;
-  gemm(g);
+  dense_gemm(p.a + r0 * p.d, false, p.b, true, s, rows, p.n, p.d, p.scale);
 }
 
 // lse_out[i] = lse_j s[i, j] and diagonal[i] = s[i, r0 + i] for tile rows [i0, i1).
@@ -156,32 +157,9 @@ double contrastive_backward(const ContrastiveParams& p, const float* lse_rows, c
       gradient_rows(s.data(), n, r0, i0, i1, lse_rows, lse_cols, coefficient, row_dot.data());
     });
     for (int64_t i = 0; i < rows; ++i) scale_grad += row_dot[i];
-    GemmParams ga;  // grad_a[r0 : r0 + rows] = scale · G · b
-    ga.a = s.data();
-    ga.b = p.b;
-    ga.c = grad_a + r0 * d;
-    ga.m = rows;
-    ga.n = d;
-    ga.k = n;
-    ga.lda = n;
-    ga.ldb = d;
-    ga.ldc = d;
-    ga.alpha = p.scale;
-    gemm(ga);
-    GemmParams gb;  // grad_b (+)= scale · Gᵀ · a[r0 : r0 + rows]
-    gb.a = s.data();
-    gb.b = p.a + r0 * d;
-    gb.c = grad_b;
-    gb.m = n;
-    gb.n = d;
-    gb.k = rows;
-    gb.trans_a = true;
-    gb.lda = n;
-    gb.ldb = d;
-    gb.ldc = d;
-    gb.alpha = p.scale;
-    gb.beta = r0 == 0 ? 0.0f : 1.0f;
-    gemm(gb);
+    // grad_a[r0 : r0 + rows] = scale · G · b;  grad_b (+)= scale · Gᵀ · a[r0 : r0 + rows]
+    dense_gemm(s.data(), false, p.b, false, grad_a + r0 * d, rows, d, n, p.scale);
+    dense_gemm(s.data(), true, p.a + r0 * d, false, grad_b, n, d, rows, p.scale, r0 == 0 ? 0.0f : 1.0f);
   }
   return scale_grad;
 }

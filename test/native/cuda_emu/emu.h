@@ -265,6 +265,35 @@ struct MmaOperands {
   uint32_t b[2];
   float c[4];
 };
+
+// Every lane's mma operands (this lane's a, b and accumulator d), exchanged across the warp.
+inline auto share_mma_operands(const float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  MmaOperands mine;
+  std::memcpy(mine.a, a, sizeof mine.a);
+  std::memcpy(mine.b, b, sizeof mine.b);
+  std::memcpy(mine.c, d, sizeof mine.c);
+  return ::emu::warp_share(mine);
+}
+
+// C/D fragment of lane (g, t): (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1).
+inline void place_accumulator(float (&C)[16][8], int g, int t, const MmaOperands& o) {
+  C[g][2 * t] = o.c[0];
+  C[g][2 * t + 1] = o.c[1];
+  C[g + 8][2 * t] = o.c[2];
+  C[g + 8][2 * t + 1] = o.c[3];
+}
+
+// This lane's four outputs of D = A·B + C (A [16×K], B [K×8]), summed in k order.
+template <int K>
+inline void multiply_accumulate(float (&d)[4], const float (&A)[16][K], const float (&B)[K][8], const float (&C)[16][8]) {
+  const int g = ::emu::lane() / 4, t = ::emu::lane() % 4;
+  for (int v = 0; v < 4; ++v) {
+    const int row = g + 8 * (v / 2), col = 2 * t + v % 2;
+    float sum = C[row][col];
+    for (int k = 0; k < K; ++k) sum += A[row][k] * B[k][col];
+    d[v] = sum;
+  }
+}
 }  // namespace emu_detail
 
 // PTX ISA m16n8k16 (.bf16): with g = lane/4, t = lane%4,
@@ -273,11 +302,7 @@ struct MmaOperands {
 // C/D: (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)
 inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   using namespace emu_detail;
-  MmaOperands mine;
-  std::memcpy(mine.a, a, sizeof mine.a);
-  std::memcpy(mine.b, b, sizeof mine.b);
-  std::memcpy(mine.c, d, sizeof mine.c);
-  const auto all = ::emu::warp_share(mine);
+  const auto all = share_mma_operands(d, a, b);
   float A[16][16], B[16][8], C[16][8];
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
@@ -291,29 +316,16 @@ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t
       B[2 * t + h][g] = bf16_float(static_cast<uint16_t>(o.b[0] >> shift));
       B[2 * t + 8 + h][g] = bf16_float(static_cast<uint16_t>(o.b[1] >> shift));
     }
-    C[g][2 * t] = o.c[0];
-    C[g][2 * t + 1] = o.c[1];
-    C[g + 8][2 * t] = o.c[2];
-    C[g + 8][2 * t + 1] = o.c[3];
+    place_accumulator(C, g, t, o);
   }
-  const int g = ::emu::lane() / 4, t = ::emu::lane() % 4;
-  for (int v = 0; v < 4; ++v) {
-    const int row = g + 8 * (v / 2), col = 2 * t + v % 2;
-    float sum = C[row][col];
-    for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
-    d[v] = sum;
-  }
+  multiply_accumulate(d, A, B, C);
 }
 
 // PTX ISA m16n8k8 (.tf32): A: a0 = (g, t), a1 = (g+8, t), a2 = (g, t+4), a3 = (g+8, t+4);
 // B: b0 = (k t, n g), b1 = (k t+4, n g); C/D as above.
 inline void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   using namespace emu_detail;
-  MmaOperands mine;
-  std::memcpy(mine.a, a, sizeof mine.a);
-  std::memcpy(mine.b, b, sizeof mine.b);
-  std::memcpy(mine.c, d, sizeof mine.c);
-  const auto all = ::emu::warp_share(mine);
+  const auto all = share_mma_operands(d, a, b);
   float A[16][8], B[8][8], C[16][8];
   for (int l = 0; l < 32; ++l) {
     const int g = l / 4, t = l % 4;
@@ -324,18 +336,9 @@ inline void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4], const uint32_t 
     A[g + 8][t + 4] = tf32_float(o.a[3]);
     B[t][g] = tf32_float(o.b[0]);
     B[t + 4][g] = tf32_float(o.b[1]);
-    C[g][2 * t] = o.c[0];
-    C[g][2 * t + 1] = o.c[1];
-    C[g + 8][2 * t] = o.c[2];
-    C[g + 8][2 * t + 1] = o.c[3];
+    place_accumulator(C, g, t, o);
   }
-  const int g = ::emu::lane() / 4, t = ::emu::lane() % 4;
-  for (int v = 0; v < 4; ++v) {
-    const int row = g + 8 * (v / 2), col = 2 * t + v % 2;
-    float sum = C[row][col];
-    for (int k = 0; k < 8; ++k) sum += A[row][k] * B[k][col];
-    d[v] = sum;
-  }
+  multiply_accumulate(d, A, B, C);
 }
 
 // cvt.rna.tf32.f32: round to nearest, ties away from zero, to 10 mantissa bits.
