@@ -10,6 +10,7 @@
 // throw ERR_DETACHED); the GC finalizer is only a safety net.
 #include "../core/error.h"
 #include "args.h"
+#include "dwconv_args.h"
 #include "registry.h"
 
 #ifdef MSTAR_WITH_CUDA
@@ -497,18 +498,7 @@ namespace {
 
 // dims = [B, H, W, C, kh, kw] at `index`, then rowBegin, rowEnd.
 cu::DwConv2dParams arg_dwconv_params(const Napi::CallbackInfo& info, size_t index) {
-  const std::vector<int64_t> d = arg_sizes(info, index, "dims");
-  if (d.size() != 6) throw_js(info.Env(), "ERR_SHAPE", "dims must be [B, H, W, C, kh, kw]", true);
-  cu::DwConv2dParams p;
-  p.batch = d[0];
-  p.height = d[1];
-  p.width = d[2];
-  p.channels = d[3];
-  p.kernel_h = d[4];
-  p.kernel_w = d[5];
-  p.row_begin = arg_size(info, index + 1, "rowBegin");
-  p.row_end = arg_size(info, index + 2, "rowEnd");
-  return p;
+  return arg_dwconv_geometry<cu::DwConv2dParams>(info, index);
 }
 
 // (buffer, row0, rows, stride) at consecutive indices.

@@ -6,6 +6,7 @@
 
 #include "../ops/dwconv2d.h"
 #include "args.h"
+#include "dwconv_args.h"
 #include "registry.h"
 
 using namespace mstar::binding;
@@ -15,21 +16,11 @@ namespace {
 // dims = [B, H, W, C, kh, kw]; then rowBegin, rowEnd.
 mstar::DwConv2dParams read_params(const Napi::CallbackInfo& info, size_t dims_index) {
   Napi::Env env = info.Env();
-  const std::vector<int64_t> d = arg_sizes(info, dims_index, "dims");
-  if (d.size() != 6) throw_js(env, "ERR_SHAPE", "dims must be [B, H, W, C, kh, kw]", true);
-  mstar::DwConv2dParams p;
-  p.batch = d[0];
-  p.height = d[1];
-  p.width = d[2];
-  p.channels = d[3];
-  p.kernel_h = d[4];
-  p.kernel_w = d[5];
+  mstar::DwConv2dParams p = arg_dwconv_geometry<mstar::DwConv2dParams>(info, dims_index);
   if (p.kernel_h < 1 || p.kernel_w < 1 || p.kernel_h % 2 == 0 || p.kernel_w % 2 == 0) {
     throw_js(env, "ERR_SHAPE", "kernel sizes must be odd and >= 1, got " + std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w), true);
   }
   checked_product(env, {p.batch, p.height, p.width, p.channels}, "dwconv2d: B·H·W·C");
-  p.row_begin = arg_size(info, dims_index + 1, "rowBegin");
-  p.row_end = arg_size(info, dims_index + 2, "rowEnd");
   if (p.row_begin > p.row_end || p.row_end > p.height) {
     throw_js(env, "ERR_RANGE", "rows [" + std::to_string(p.row_begin) + ", " + std::to_string(p.row_end) + ") are not inside [0, H = " +
                                    std::to_string(p.height) + ")", true);
